@@ -1,0 +1,88 @@
+package core
+
+import "strings"
+
+// Platform names a chat platform (or the CLI).
+type Platform string
+
+const (
+	PlatformTelegram Platform = "telegram"
+	PlatformDiscord  Platform = "discord"
+	PlatformCLI      Platform = "cli"
+)
+
+// User identifies a person on one platform.
+type User struct {
+	Platform Platform
+	ID       string // the platform's own user id
+	Name     string // display name or @username; untrusted, for views and logs
+}
+
+// Key is the stable identifier used for limits and accounts ("telegram:42").
+func (u User) Key() string { return string(u.Platform) + ":" + u.ID }
+
+// AccountKey identifies a quota account: one user within one scope. A scope is
+// a Discord guild, the Telegram private-chat scope, a Telegram group, …
+type AccountKey struct {
+	Scope string
+	User  string // User.Key()
+}
+
+func (k AccountKey) String() string { return k.Scope + "/" + k.User }
+
+// Lang is the language of user-facing text.
+type Lang string
+
+const (
+	English Lang = "en"
+	Chinese Lang = "zh"
+)
+
+// LangFromCode maps a platform locale ("zh-hans", "zh-CN", "en-US") to a Lang.
+func LangFromCode(code string) Lang {
+	if strings.HasPrefix(strings.ToLower(code), "zh") {
+		return Chinese
+	}
+	return English
+}
+
+// Pick returns the text for l.
+func (l Lang) Pick(en, zh string) string {
+	if l == Chinese {
+		return zh
+	}
+	return en
+}
+
+// Role is what an actor may do within the scope it acts on. Adapters resolve
+// it (guild permissions, chat administrators, configured owners); core checks it.
+type Role int
+
+const (
+	RoleUser Role = iota
+	RoleModerator
+	RoleOwner
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleOwner:
+		return "owner"
+	case RoleModerator:
+		return "moderator"
+	default:
+		return "user"
+	}
+}
+
+// Actor is who performs a moderator operation.
+type Actor struct {
+	User User
+	Role Role
+}
+
+// CLIActor is the identity of the offline admin CLI: the operator holds the
+// database file, so it acts as an owner.
+func CLIActor() Actor {
+	return Actor{User: User{Platform: PlatformCLI, ID: "cli", Name: "cli"}, Role: RoleOwner}
+}

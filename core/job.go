@@ -1,0 +1,46 @@
+package core
+
+import "time"
+
+// JobState is where a job's reservation stands.
+type JobState string
+
+const (
+	JobPending   JobState = "pending"   // units reserved, image not delivered yet
+	JobCommitted JobState = "committed" // delivered; units spent
+	JobRefunded  JobState = "refunded"  // failed; units returned
+)
+
+// Job is the durable record of one /imagine: its reservation and outcome.
+// Key is the idempotency key of the platform event that started it.
+type Job struct {
+	Key         string
+	Account     AccountKey
+	User        User
+	Model       string
+	Prompt      string
+	Units       int
+	Day         string // quota day the daily part was taken from
+	FromDaily   int
+	FromCredits int
+	State       JobState
+	Outcome     Code   // "" when delivered, else why it failed
+	ReplyTo     string // adapter-defined reply target, to tell the user after a crash
+	Lang        Lang
+	Created     time.Time
+	Finished    time.Time
+}
+
+// AuditEntry records one moderator action. The log is append-only.
+type AuditEntry struct {
+	Time      time.Time
+	Scope     string
+	Actor     string // User.Key() of the moderator, "cli:cli" for the admin CLI
+	ActorName string
+	Role      Role
+	Action    string // "grant", "ban", "set-daily", …
+	Target    string // account user key, or "" for scope-wide actions
+	Before    string
+	After     string
+	Note      string
+}

@@ -1,0 +1,153 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Ledger is the quota accounting over a Store: every rule about balances,
+// reservations and their states lives here, once, whatever the storage.
+type Ledger struct {
+	store  Store
+	quotas Quotas
+}
+
+// NewLedger returns a ledger over store.
+func NewLedger(store Store, q Quotas) *Ledger { return &Ledger{store: store, quotas: q} }
+
+// Quotas returns the quota rules in use.
+func (l *Ledger) Quotas() Quotas { return l.quotas }
+
+// Balance returns an account's balance at now.
+func (l *Ledger) Balance(ctx context.Context, k AccountKey, now time.Time) (Balance, error) {
+	var b Balance
+	err := l.store.View(ctx, func(tx Tx) error {
+		a, s, err := loadAccount(tx, k)
+		if err != nil {
+			return err
+		}
+		b = l.quotas.Balance(a, s, now)
+		return nil
+	})
+	if err != nil {
+		return Balance{}, fmt.Errorf("core: balance of %s: %w", k, err)
+	}
+	return b, nil
+}
+
+// Reserve takes j.Units from j.Account and records j as pending, in one
+// transaction. A key seen before charges nothing and returns CodeDuplicate.
+func (l *Ledger) Reserve(ctx context.Context, j Job, now time.Time) (Job, Balance, error) {
+	var (
+		out Job
+		bal Balance
+	)
+	err := l.store.Update(ctx, func(tx Tx) error {
+		if old, ok, err := tx.Job(j.Key); err != nil {
+			return err
+		} else if ok {
+			return &Error{Code: CodeDuplicate, Err: fmt.Errorf("core: job %s already %s", j.Key, old.State)}
+		}
+		a, s, err := loadAccount(tx, j.Account)
+		if err != nil {
+			return err
+		}
+		if a.Banned {
+			return &Error{Code: CodeBanned, Err: fmt.Errorf("core: %s is banned", j.Account)}
+		}
+		fromDaily, fromCredits, err := l.quotas.charge(&a, s, j.Units, now)
+		if err != nil {
+			return err
+		}
+		out = j
+		out.Day = l.quotas.Day(now)
+		out.FromDaily, out.FromCredits = fromDaily, fromCredits
+		out.State = JobPending
+		out.Created = now
+		if err := tx.PutAccount(a); err != nil {
+			return err
+		}
+		bal = l.quotas.Balance(a, s, now)
+		return tx.PutJob(out)
+	})
+	if err != nil {
+		return Job{}, Balance{}, wrapStore("reserve", err)
+	}
+	return out, bal, nil
+}
+
+// Commit marks a pending job delivered. Committing twice is a no-op; a
+// refunded job cannot be committed.
+func (l *Ledger) Commit(ctx context.Context, key string, now time.Time) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		j, ok, err := tx.Job(key)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ok:
+			return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s", key)}
+		case j.State == JobCommitted:
+			return nil
+		case j.State == JobRefunded:
+			return &Error{Code: CodeConflict, Err: fmt.Errorf("core: job %s was refunded", key)}
+		}
+		j.State, j.Outcome, j.Finished = JobCommitted, "", now
+		return tx.PutJob(j)
+	})
+	return wrapStore("commit", err)
+}
+
+// Refund returns a pending job's units and records why it failed. Refunding
+// twice is a no-op; a committed job cannot be refunded.
+func (l *Ledger) Refund(ctx context.Context, key string, reason Code, now time.Time) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		j, ok, err := tx.Job(key)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ok:
+			return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s", key)}
+		case j.State == JobRefunded:
+			return nil
+		case j.State == JobCommitted:
+			return &Error{Code: CodeConflict, Err: fmt.Errorf("core: job %s was committed", key)}
+		}
+		a, err := tx.Account(j.Account)
+		if err != nil {
+			return err
+		}
+		giveBack(&a, j)
+		if err := tx.PutAccount(a); err != nil {
+			return err
+		}
+		j.State, j.Outcome, j.Finished = JobRefunded, reason, now
+		return tx.PutJob(j)
+	})
+	return wrapStore("refund", err)
+}
+
+func loadAccount(tx Tx, k AccountKey) (Account, ScopeSettings, error) {
+	a, err := tx.Account(k)
+	if err != nil {
+		return Account{}, ScopeSettings{}, err
+	}
+	s, err := tx.Scope(k.Scope)
+	if err != nil {
+		return Account{}, ScopeSettings{}, err
+	}
+	return a, s, nil
+}
+
+// wrapStore keeps classified errors as they are and marks storage failures internal.
+func wrapStore(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ErrorCode(err) != CodeInternal {
+		return err
+	}
+	return &Error{Code: CodeInternal, Err: fmt.Errorf("core: %s: %w", op, err)}
+}

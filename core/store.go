@@ -1,0 +1,38 @@
+package core
+
+import (
+	"context"
+	"errors"
+)
+
+// Tx is one storage transaction. Reads see the transaction's own writes.
+type Tx interface {
+	// Account returns the stored account, or a zero Account with Key set.
+	Account(k AccountKey) (Account, error)
+	PutAccount(a Account) error
+	// Scope returns the scope's settings, or zero settings with Scope set.
+	Scope(scope string) (ScopeSettings, error)
+	PutScope(s ScopeSettings) error
+	// Job returns the job with key, and whether it exists.
+	Job(key string) (Job, bool, error)
+	// PutJob stores j, keeping the pending index and the user's history.
+	PutJob(j Job) error
+	AppendAudit(e AuditEntry) error
+}
+
+// Store is the durable ledger. Update's fn may run more than once (group
+// commits retry): it must derive everything from the Tx and overwrite, not
+// accumulate, what it captures. A nil error from Update means durable.
+type Store interface {
+	Update(ctx context.Context, fn func(Tx) error) error
+	View(ctx context.Context, fn func(Tx) error) error
+	// PendingJobs lists jobs still in JobPending (start-up recovery).
+	PendingJobs(ctx context.Context) ([]Job, error)
+	// RecentJobs lists an account's jobs, newest first.
+	RecentJobs(ctx context.Context, k AccountKey, limit int) ([]Job, error)
+	// Audit lists a scope's audit entries, newest first ("" = all scopes).
+	Audit(ctx context.Context, scope string, limit int) ([]AuditEntry, error)
+}
+
+// ErrTxReadOnly is returned by writes inside View.
+var ErrTxReadOnly = errors.New("core: write in a read-only transaction")

@@ -1,0 +1,192 @@
+// Package memory is an in-memory core.Store: the ledger for tests and for the
+// one-shot `imaginebot imagine` check, where nothing needs to outlive the process.
+package memory
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/imaginebot/imaginebot/core"
+)
+
+// Store keeps everything in maps behind one lock. Transactions stage their
+// writes and apply them only when fn succeeds, like a real rollback.
+type Store struct {
+	mu       sync.RWMutex
+	accounts map[core.AccountKey]core.Account
+	scopes   map[string]core.ScopeSettings
+	jobs     map[string]core.Job
+	order    []string // job keys in insertion order, for history
+	audit    []core.AuditEntry
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		accounts: map[core.AccountKey]core.Account{},
+		scopes:   map[string]core.ScopeSettings{},
+		jobs:     map[string]core.Job{},
+	}
+}
+
+// Update runs fn in a write transaction.
+func (s *Store) Update(ctx context.Context, fn func(core.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := &tx{s: s, writable: true,
+		accounts: map[core.AccountKey]core.Account{},
+		scopes:   map[string]core.ScopeSettings{},
+		jobs:     map[string]core.Job{},
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	for k, a := range tx.accounts {
+		s.accounts[k] = a
+	}
+	for k, sc := range tx.scopes {
+		s.scopes[k] = sc
+	}
+	for _, k := range tx.newJobs {
+		s.order = append(s.order, k)
+	}
+	for k, j := range tx.jobs {
+		s.jobs[k] = j
+	}
+	s.audit = append(s.audit, tx.audit...)
+	return nil
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(ctx context.Context, fn func(core.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return fn(&tx{s: s})
+}
+
+// PendingJobs lists jobs still pending, oldest first.
+func (s *Store) PendingJobs(ctx context.Context) ([]core.Job, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []core.Job
+	for _, k := range s.order {
+		if j := s.jobs[k]; j.State == core.JobPending {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// RecentJobs lists an account's jobs, newest first.
+func (s *Store) RecentJobs(ctx context.Context, k core.AccountKey, limit int) ([]core.Job, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []core.Job
+	for _, key := range slices.Backward(s.order) {
+		if len(out) >= limit {
+			break
+		}
+		if j := s.jobs[key]; j.Account == k {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// Audit lists audit entries of scope ("" = all), newest first.
+func (s *Store) Audit(ctx context.Context, scope string, limit int) ([]core.AuditEntry, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []core.AuditEntry
+	for _, e := range slices.Backward(s.audit) {
+		if len(out) >= limit {
+			break
+		}
+		if scope == "" || e.Scope == scope {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+type tx struct {
+	s        *Store
+	writable bool
+	accounts map[core.AccountKey]core.Account
+	scopes   map[string]core.ScopeSettings
+	jobs     map[string]core.Job
+	newJobs  []string
+	audit    []core.AuditEntry
+}
+
+func (t *tx) Account(k core.AccountKey) (core.Account, error) {
+	if a, ok := t.accounts[k]; ok {
+		return a, nil
+	}
+	if a, ok := t.s.accounts[k]; ok {
+		return a, nil
+	}
+	return core.Account{Key: k}, nil
+}
+
+func (t *tx) PutAccount(a core.Account) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	t.accounts[a.Key] = a
+	return nil
+}
+
+func (t *tx) Scope(scope string) (core.ScopeSettings, error) {
+	if s, ok := t.scopes[scope]; ok {
+		return s, nil
+	}
+	if s, ok := t.s.scopes[scope]; ok {
+		return s, nil
+	}
+	return core.ScopeSettings{Scope: scope}, nil
+}
+
+func (t *tx) PutScope(s core.ScopeSettings) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	t.scopes[s.Scope] = s
+	return nil
+}
+
+func (t *tx) Job(key string) (core.Job, bool, error) {
+	if j, ok := t.jobs[key]; ok {
+		return j, true, nil
+	}
+	j, ok := t.s.jobs[key]
+	return j, ok, nil
+}
+
+func (t *tx) PutJob(j core.Job) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	if _, ok := t.s.jobs[j.Key]; !ok {
+		if _, staged := t.jobs[j.Key]; !staged {
+			t.newJobs = append(t.newJobs, j.Key)
+		}
+	}
+	t.jobs[j.Key] = j
+	return nil
+}
+
+func (t *tx) AppendAudit(e core.AuditEntry) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	t.audit = append(t.audit, e)
+	return nil
+}
