@@ -14,6 +14,8 @@ type Code string
 const (
 	// Refused before any quota is taken.
 	CodeInvalidPrompt Code = "invalid_prompt"
+	CodePromptTooLong Code = "prompt_too_long"
+	CodePromptControl Code = "prompt_control"
 	CodeUnknownModel  Code = "unknown_model"
 	CodeInvalidOption Code = "invalid_option"
 	CodeBanned        Code = "banned"
@@ -55,6 +57,7 @@ type Error struct {
 	RetryAfter time.Duration // when a retry makes sense (rate limits, overload)
 	ResetAt    time.Time     // quota reset time, in the quota time zone
 	Detail     string        // cleaned text to show users (refusal text, allowed roles, …)
+	Limit      int           // the limit that was hit (prompt length, …)
 }
 
 func (e *Error) Error() string {

@@ -20,6 +20,12 @@ func Message(err error, lang Lang) string {
 	switch e.Code {
 	case CodeInvalidPrompt:
 		return lang.Pick("Please describe the picture you want, e.g. /imagine a fox in the snow.", "请描述你想要的图片，例如 /imagine 雪地里的狐狸。") + detail
+	case CodePromptTooLong:
+		return lang.Pick(fmt.Sprintf("Your prompt is too long: keep it under %d characters and try again.", e.Limit),
+			fmt.Sprintf("提示词太长，请控制在 %d 个字符以内后重试。", e.Limit))
+	case CodePromptControl:
+		return lang.Pick("Your prompt contains invisible control characters. Please retype it and try again.",
+			"提示词中含有不可见的控制字符，请重新输入后再试。")
 	case CodeUnknownModel:
 		return lang.Pick("I don't know that model.", "没有这个模型。") + detail
 	case CodeInvalidOption:
@@ -81,7 +87,8 @@ func Message(err error, lang Lang) string {
 		return lang.Pick("The bot stopped while making your image. Please send your prompt again; your quota was refunded.",
 			"机器人在生成图片时中断了，请重新发送提示词；你的额度已退回。")
 	case CodeForbidden:
-		return lang.Pick("Only moderators can do that.", "只有管理员可以这样做。") + detail
+		return lang.Pick("Only this chat's moderators (group administrators, server members with Manage Server) and the bot's owners can do that.",
+			"只有本群/服务器的管理员（群管理员、拥有“管理服务器”权限的成员）和机器人所有者可以这样做。") + detail
 	case CodeInvalidArgument:
 		return lang.Pick("That command is not valid.", "命令无效。") + detail
 	case CodeNotFound:

@@ -1,0 +1,622 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/storage/memory"
+)
+
+// fakeGen is a Generator whose behaviour is a function field.
+type fakeGen struct {
+	mu    sync.Mutex
+	calls int
+	fn    func(ctx context.Context, req core.GenRequest, progress func(core.GenProgress)) ([]core.Image, error)
+}
+
+func (g *fakeGen) Generate(ctx context.Context, req core.GenRequest, progress func(core.GenProgress)) ([]core.Image, error) {
+	g.mu.Lock()
+	g.calls++
+	g.mu.Unlock()
+	if g.fn != nil {
+		return g.fn(ctx, req, progress)
+	}
+	return []core.Image{pngImage()}, nil
+}
+
+func (g *fakeGen) Calls() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls
+}
+
+func pngImage() core.Image {
+	return core.Image{Data: []byte("\x89PNG\r\n\x1a\nfake"), MIME: "image/png", Source: "https://img.example.com/a.png"}
+}
+
+// fakeReporter records progress and deliveries.
+type fakeReporter struct {
+	mu         sync.Mutex
+	progress   []core.Progress
+	deliveries []core.Delivery
+	deliver    func(ctx context.Context, d core.Delivery) error
+}
+
+func (r *fakeReporter) Progress(p core.Progress) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.progress = append(r.progress, p)
+}
+
+func (r *fakeReporter) Deliver(ctx context.Context, d core.Delivery) error {
+	r.mu.Lock()
+	r.deliveries = append(r.deliveries, d)
+	r.mu.Unlock()
+	if r.deliver != nil {
+		return r.deliver(ctx, d)
+	}
+	return nil
+}
+
+func (r *fakeReporter) positions() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int
+	for _, p := range r.progress {
+		if p.Stage == core.StageQueued {
+			out = append(out, p.Position)
+		}
+	}
+	return out
+}
+
+type env struct {
+	svc   *core.Service
+	store *memory.Store
+	gen   *fakeGen
+}
+
+func newEnv(t testing.TB, mod func(*core.Config)) *env {
+	t.Helper()
+	cfg := core.Config{
+		Models: []core.Model{
+			{Name: "stable-diffusion", Label: "Stable Diffusion", Cost: 1},
+			{Name: "flux", Label: "FLUX", Cost: 2},
+		},
+		Rate:          rate.Inf,
+		Burst:         1,
+		PerUserJobs:   10,
+		Concurrency:   4,
+		QueueCap:      100,
+		JobTimeout:    5 * time.Second,
+		ProgressEvery: time.Hour,
+		Quotas:        core.Quotas{Location: time.UTC, DefaultDaily: 5},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	store := memory.New()
+	gen := &fakeGen{}
+	svc, err := core.NewService(cfg, store, gen, core.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{svc: svc, store: store, gen: gen}
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+var alice = core.User{Platform: core.PlatformTelegram, ID: "1", Name: "alice"}
+var bob = core.User{Platform: core.PlatformTelegram, ID: "2", Name: "bob"}
+
+const scope = "telegram:private"
+
+func req(key string, u core.User, prompt string) core.Request {
+	return core.Request{Key: key, User: u, Scope: scope, Lang: core.English, Prompt: prompt}
+}
+
+func acct(u core.User) core.AccountKey { return core.AccountKey{Scope: scope, User: u.Key()} }
+
+func (e *env) remaining(t testing.TB, u core.User) int {
+	t.Helper()
+	b, err := e.svc.Balance(context.Background(), acct(u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Remaining()
+}
+
+func (e *env) job(t testing.TB, key string) core.Job {
+	t.Helper()
+	var j core.Job
+	err := e.store.View(context.Background(), func(tx core.Tx) error {
+		var ok bool
+		var err error
+		j, ok, err = tx.Job(key)
+		if !ok {
+			return fmt.Errorf("no job %s", key)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func TestImagineSuccess(t *testing.T) {
+	e := newEnv(t, nil)
+	rep := &fakeReporter{}
+	r, err := e.svc.Imagine(context.Background(), core.Request{Key: "k1", User: alice, Scope: scope, Prompt: "  a fox in the snow  ",
+		Model: "FLUX", Options: core.Options{Aspect: "16:9", Negative: "people"}}, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Images != 1 || r.Job.State != core.JobCommitted {
+		t.Fatalf("receipt = %+v", r)
+	}
+	if got := e.job(t, "k1"); got.State != core.JobCommitted || got.Units != 2 || got.Model != "flux" {
+		t.Fatalf("stored job = %+v", got)
+	}
+	if got := e.remaining(t, alice); got != 3 {
+		t.Fatalf("remaining = %d, want 3 (5 - cost 2)", got)
+	}
+	if len(rep.deliveries) != 1 {
+		t.Fatalf("deliveries = %d", len(rep.deliveries))
+	}
+	d := rep.deliveries[0]
+	if d.Prompt != "a fox in the snow" || d.Balance.Remaining() != 3 || d.Model.Name != "flux" {
+		t.Fatalf("delivery = %+v", d)
+	}
+	if r.Balance.Remaining() != 3 {
+		t.Fatalf("receipt balance = %+v", r.Balance)
+	}
+	if len(rep.progress) == 0 || rep.progress[0].Stage != core.StageGenerating {
+		t.Fatalf("progress = %+v", rep.progress)
+	}
+}
+
+func TestImaginePromptRendering(t *testing.T) {
+	tmpl, err := core.ParseTemplate("sd", "{{.Prompt}}{{with .Negative}} --no {{.}}{{end}}{{with .Aspect}} --ar {{.}}{{end}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *core.Config) {
+		c.Models = []core.Model{{Name: "sd", Template: tmpl, SystemPrompt: "draw"}}
+	})
+	var got core.GenRequest
+	e.gen.fn = func(ctx context.Context, r core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		got = r
+		return []core.Image{pngImage()}, nil
+	}
+	_, err = e.svc.Imagine(context.Background(), core.Request{Key: "k", User: alice, Scope: scope, Prompt: "cat",
+		Options: core.Options{Negative: "dog", Aspect: "3:2"}}, &fakeReporter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Prompt != "cat --no dog --ar 3:2" || got.Model.SystemPrompt != "draw" || got.User != alice.Key() {
+		t.Fatalf("gen request = %+v", got)
+	}
+}
+
+func TestImagineRefusedBeforeCharging(t *testing.T) {
+	tests := []struct {
+		name string
+		req  core.Request
+		code core.Code
+	}{
+		{"empty prompt", req("a", alice, "   "), core.CodeInvalidPrompt},
+		{"too long", req("b", alice, strings.Repeat("猫", 1001)), core.CodePromptTooLong},
+		{"control chars", req("c", alice, "a fox\x00\x1b[31m"), core.CodePromptControl},
+		{"unknown model", core.Request{Key: "d", User: alice, Scope: scope, Prompt: "x", Model: "dalle"}, core.CodeUnknownModel},
+		{"bad aspect", core.Request{Key: "e", User: alice, Scope: scope, Prompt: "x", Options: core.Options{Aspect: "wide"}}, core.CodeInvalidOption},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			_, err := e.svc.Imagine(context.Background(), tt.req, &fakeReporter{})
+			if got := core.ErrorCode(err); got != tt.code {
+				t.Fatalf("code = %q (%v), want %q", got, err, tt.code)
+			}
+			if e.gen.Calls() != 0 {
+				t.Fatal("generator called")
+			}
+			if got := e.remaining(t, alice); got != 5 {
+				t.Fatalf("remaining = %d, want 5", got)
+			}
+			for _, lang := range []core.Lang{core.English, core.Chinese} {
+				if msg := core.Message(err, lang); msg == "" || strings.Contains(msg, "core:") {
+					t.Fatalf("message %q", msg)
+				}
+			}
+		})
+	}
+}
+
+func TestImagineRateLimited(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	e := newEnv(t, func(c *core.Config) {
+		c.Rate = rate.Every(10 * time.Second)
+		c.Burst = 1
+	})
+	svc, err := core.NewService(e.svc.Limits(), e.store, e.gen, core.WithClock(func() time.Time { return now }), core.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Imagine(context.Background(), req("1", alice, "x"), &fakeReporter{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.Imagine(context.Background(), req("2", alice, "x"), &fakeReporter{})
+	var ce *core.Error
+	if !errors.As(err, &ce) || ce.Code != core.CodeRateLimited || ce.RetryAfter != 10*time.Second {
+		t.Fatalf("err = %#v", err)
+	}
+	if !strings.Contains(core.Message(err, core.English), "10 s") || !strings.Contains(core.Message(err, core.Chinese), "10 秒") {
+		t.Fatalf("message: %q / %q", core.Message(err, core.English), core.Message(err, core.Chinese))
+	}
+	// Another user has their own bucket.
+	if _, err := svc.Imagine(context.Background(), req("3", bob, "x"), &fakeReporter{}); err != nil {
+		t.Fatalf("bob: %v", err)
+	}
+	if e.gen.Calls() != 2 {
+		t.Fatalf("generator calls = %d, want 2", e.gen.Calls())
+	}
+	now = now.Add(10 * time.Second)
+	if _, err := svc.Imagine(context.Background(), req("4", alice, "x"), &fakeReporter{}); err != nil {
+		t.Fatalf("after refill: %v", err)
+	}
+}
+
+func TestImagineQuotaExhausted(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) {
+		c.Quotas = core.Quotas{Location: mustLoc(t, "Asia/Shanghai"), DefaultDaily: 1}
+	})
+	if _, err := e.svc.Imagine(context.Background(), req("1", alice, "x"), &fakeReporter{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.svc.Imagine(context.Background(), req("2", alice, "x"), &fakeReporter{})
+	var ce *core.Error
+	if !errors.As(err, &ce) || ce.Code != core.CodeQuotaExceeded {
+		t.Fatalf("err = %v", err)
+	}
+	if msg := core.Message(err, core.English); !strings.Contains(msg, "00:00 (Asia/Shanghai)") {
+		t.Fatalf("message = %q", msg)
+	}
+	if e.gen.Calls() != 1 {
+		t.Fatalf("generator calls = %d", e.gen.Calls())
+	}
+}
+
+func TestImagineBanned(t *testing.T) {
+	e := newEnv(t, nil)
+	owner := core.Actor{User: bob, Role: core.RoleOwner}
+	if _, err := e.svc.Ban(context.Background(), owner, acct(alice)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.svc.Imagine(context.Background(), req("1", alice, "x"), &fakeReporter{})
+	if core.ErrorCode(err) != core.CodeBanned || e.gen.Calls() != 0 {
+		t.Fatalf("err = %v, calls = %d", err, e.gen.Calls())
+	}
+}
+
+func TestImagineDuplicateChargesOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	if _, err := e.svc.Imagine(context.Background(), req("same", alice, "x"), &fakeReporter{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.svc.Imagine(context.Background(), req("same", alice, "x"), &fakeReporter{})
+	if core.ErrorCode(err) != core.CodeDuplicate {
+		t.Fatalf("err = %v", err)
+	}
+	if got := e.remaining(t, alice); got != 4 || e.gen.Calls() != 1 {
+		t.Fatalf("remaining = %d, calls = %d", got, e.gen.Calls())
+	}
+}
+
+func TestImagineFailuresRefund(t *testing.T) {
+	tests := []struct {
+		name    string
+		gen     func(ctx context.Context) ([]core.Image, error)
+		deliver func(ctx context.Context) error
+		code    core.Code
+	}{
+		{"upstream auth", func(context.Context) ([]core.Image, error) {
+			return nil, &core.Error{Code: core.CodeUpstreamAuth}
+		}, nil, core.CodeUpstreamAuth},
+		{"refused with text", func(context.Context) ([]core.Image, error) {
+			return nil, &core.Error{Code: core.CodeRefused, Detail: "抱歉，包含敏感内容 ![x](https://a/b.png)"}
+		}, nil, core.CodeRefused},
+		{"no images", func(context.Context) ([]core.Image, error) { return nil, nil }, nil, core.CodeLostInRelay},
+		{"plain error", func(context.Context) ([]core.Image, error) { return nil, errors.New("boom") }, nil, core.CodeInternal},
+		{"timeout", func(ctx context.Context) ([]core.Image, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}, nil, core.CodeTimeout},
+		{"delivery failed", nil, func(context.Context) error { return errors.New("telegram: 400") }, core.CodeDeliveryFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *core.Config) { c.JobTimeout = 50 * time.Millisecond })
+			if tt.gen != nil {
+				e.gen.fn = func(ctx context.Context, _ core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+					return tt.gen(ctx)
+				}
+			}
+			rep := &fakeReporter{}
+			if tt.deliver != nil {
+				rep.deliver = func(ctx context.Context, _ core.Delivery) error { return tt.deliver(ctx) }
+			}
+			_, err := e.svc.Imagine(context.Background(), req("k", alice, "x"), rep)
+			if got := core.ErrorCode(err); got != tt.code {
+				t.Fatalf("code = %q (%v), want %q", got, err, tt.code)
+			}
+			if got := e.remaining(t, alice); got != 5 {
+				t.Fatalf("remaining = %d, want 5 (refunded)", got)
+			}
+			j := e.job(t, "k")
+			if j.State != core.JobRefunded || j.Outcome != tt.code {
+				t.Fatalf("job = %s/%s", j.State, j.Outcome)
+			}
+			var ce *core.Error
+			if errors.As(err, &ce) && strings.Contains(ce.Detail, "![") {
+				t.Fatalf("detail not cleaned: %q", ce.Detail)
+			}
+		})
+	}
+}
+
+func TestImaginePerUserConcurrency(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) { c.PerUserJobs = 1 })
+	started, unblock := make(chan struct{}), make(chan struct{})
+	e.gen.fn = func(ctx context.Context, _ core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		close(started)
+		<-unblock
+		return []core.Image{pngImage()}, nil
+	}
+	errc := make(chan error)
+	go func() {
+		_, err := e.svc.Imagine(context.Background(), req("1", alice, "x"), &fakeReporter{})
+		errc <- err
+	}()
+	<-started
+	_, err := e.svc.Imagine(context.Background(), req("2", alice, "x"), &fakeReporter{})
+	if core.ErrorCode(err) != core.CodeTooManyJobs {
+		t.Fatalf("err = %v", err)
+	}
+	close(unblock)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got := e.remaining(t, alice); got != 4 {
+		t.Fatalf("remaining = %d, want 4", got)
+	}
+}
+
+func TestImagineQueueFullAndFairness(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) {
+		c.Concurrency = 1
+		c.QueueCap = 4
+		c.Quotas.DefaultDaily = 10
+	})
+	var mu sync.Mutex
+	var order []string
+	gate := make(chan struct{})
+	started := make(chan struct{}, 10)
+	e.gen.fn = func(ctx context.Context, r core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		mu.Lock()
+		order = append(order, r.Prompt)
+		mu.Unlock()
+		started <- struct{}{}
+		<-gate
+		return []core.Image{pngImage()}, nil
+	}
+	var wg sync.WaitGroup
+	reps := map[string]*fakeReporter{}
+	submit := func(key string, u core.User, prompt string) {
+		rep := &fakeReporter{}
+		reps[key] = rep
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := e.svc.Imagine(context.Background(), req(key, u, prompt), rep); err != nil {
+				t.Errorf("%s: %v", key, err)
+			}
+		}()
+	}
+	submit("a0", alice, "a0")
+	<-started // a0 holds the only slot
+	for i := 1; i <= 3; i++ {
+		submit(fmt.Sprintf("a%d", i), alice, fmt.Sprintf("a%d", i))
+		waitFor(t, func() bool { return len(reps[fmt.Sprintf("a%d", i)].positions()) > 0 })
+	}
+	submit("b1", bob, "b1")
+	waitFor(t, func() bool { return len(reps["b1"].positions()) > 0 })
+	waitFor(t, func() bool { p := reps["a3"].positions(); return p[len(p)-1] == 4 })
+	// 1 running + 4 queued: the next job is refused.
+	_, err := e.svc.Imagine(context.Background(), req("c", core.User{Platform: core.PlatformTelegram, ID: "3"}, "c"), &fakeReporter{})
+	if core.ErrorCode(err) != core.CodeQueueFull {
+		t.Fatalf("err = %v, want queue full", err)
+	}
+	// Bob arrived last but is served right after alice's first queued job.
+	if p := reps["b1"].positions(); p[len(p)-1] != 2 {
+		t.Fatalf("bob's position = %v, want 2", p)
+	}
+	for i := range 5 {
+		gate <- struct{}{} // finish the running job
+		if i < 4 {
+			<-started // the next one took the slot
+		}
+	}
+	wg.Wait()
+	want := []string{"a0", "a1", "b1", "a2", "a3"}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("order = %v, want %v", order, want)
+	}
+	// Bob's arrival pushed a3 back once; after that positions only go down
+	// (updates may coalesce, so not every step is seen).
+	p := reps["a3"].positions()
+	if p[0] != 3 || p[1] != 4 {
+		t.Fatalf("a3 positions = %v", p)
+	}
+	for i := 2; i < len(p); i++ {
+		if p[i] >= p[i-1] {
+			t.Fatalf("a3 positions = %v", p)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestImagineProgress(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) { c.ProgressEvery = 5 * time.Millisecond })
+	e.gen.fn = func(ctx context.Context, _ core.GenRequest, progress func(core.GenProgress)) ([]core.Image, error) {
+		progress(core.GenProgress{Percent: 42, Text: "进度 42% \x1b"})
+		time.Sleep(30 * time.Millisecond)
+		return []core.Image{pngImage()}, nil
+	}
+	rep := &fakeReporter{}
+	if _, err := e.svc.Imagine(context.Background(), req("k", alice, "x"), rep); err != nil {
+		t.Fatal(err)
+	}
+	var saw42, sawTick bool
+	for _, p := range rep.progress {
+		if p.Percent == 42 && p.Text == "进度 42%" {
+			saw42 = true
+		}
+		if p.Percent == 42 && p.Elapsed > 0 {
+			sawTick = true
+		}
+	}
+	if !saw42 || !sawTick {
+		t.Fatalf("progress = %+v", rep.progress)
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) { c.Concurrency = 1 })
+	started := make(chan struct{}, 2)
+	e.gen.fn = func(ctx context.Context, _ core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	errs := make(chan error, 2)
+	go func() {
+		_, err := e.svc.Imagine(context.Background(), req("run", alice, "x"), &fakeReporter{})
+		errs <- err
+	}()
+	<-started
+	queued := &fakeReporter{}
+	go func() {
+		_, err := e.svc.Imagine(context.Background(), req("queued", bob, "x"), queued)
+		errs <- err
+	}()
+	waitFor(t, func() bool { return len(queued.positions()) > 0 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := e.svc.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if code := core.ErrorCode(<-errs); code != core.CodeShuttingDown {
+			t.Fatalf("code = %s", code)
+		}
+	}
+	for _, u := range []core.User{alice, bob} {
+		if got := e.remaining(t, u); got != 5 {
+			t.Fatalf("%s remaining = %d, want 5", u.Name, got)
+		}
+	}
+	_, err := e.svc.Imagine(context.Background(), req("late", alice, "x"), &fakeReporter{})
+	if core.ErrorCode(err) != core.CodeShuttingDown {
+		t.Fatalf("after shutdown: %v", err)
+	}
+}
+
+func TestRecoverRefundsPending(t *testing.T) {
+	e := newEnv(t, nil)
+	now := time.Now()
+	l := e.svc.Ledger()
+	if _, _, err := l.Reserve(context.Background(), core.Job{Key: "crashed", Account: acct(alice), Units: 2, ReplyTo: "chat:1:msg:2"}, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.remaining(t, alice); got != 3 {
+		t.Fatalf("remaining = %d", got)
+	}
+	jobs, err := e.svc.Recover(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 1 || jobs[0].ReplyTo != "chat:1:msg:2" || jobs[0].Outcome != core.CodeInterrupted {
+		t.Fatalf("recovered = %+v", jobs)
+	}
+	if got := e.remaining(t, alice); got != 5 {
+		t.Fatalf("remaining = %d, want 5", got)
+	}
+	if pending, _ := e.store.PendingJobs(context.Background()); len(pending) != 0 {
+		t.Fatalf("pending = %v", pending)
+	}
+}
+
+func mustLoc(t testing.TB, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+// BenchmarkPipeline measures jobs/s through the whole pipeline (validation,
+// limits, reservation, queue, commit) with an instant generator.
+func BenchmarkPipeline(b *testing.B) {
+	e := newEnv(b, func(c *core.Config) {
+		c.Quotas.DefaultDaily = 1 << 30
+		c.Concurrency = 8
+		c.QueueCap = 1 << 20
+		c.PerUserJobs = 1 << 20
+	})
+	users := make([]core.User, 64)
+	for i := range users {
+		users[i] = core.User{Platform: core.PlatformTelegram, ID: fmt.Sprint(i)}
+	}
+	var seq atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rep := &nopReporter{}
+		for pb.Next() {
+			n := int(seq.Add(1))
+			if _, err := e.svc.Imagine(context.Background(), req(fmt.Sprint("k", n), users[n%64], "a fox in the snow"), rep); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+type nopReporter struct{}
+
+func (nopReporter) Progress(core.Progress)                       {}
+func (nopReporter) Deliver(context.Context, core.Delivery) error { return nil }

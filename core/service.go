@@ -1,0 +1,443 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/time/rate"
+)
+
+// Config holds the pipeline's limits. Zero values take the defaults noted.
+type Config struct {
+	Models         []Model // at least one
+	DefaultModel   string  // "" = the first model
+	MaxPromptRunes int     // default 1000
+
+	Rate        rate.Limit // jobs per second per user; rate.Inf disables the limit; default 1 per 10 s
+	Burst       int        // default 3
+	PerUserJobs int        // queued or running jobs per user, default 2
+	Concurrency int        // upstream calls at once, default 4
+	QueueCap    int        // jobs waiting for a slot, default 100
+
+	JobTimeout      time.Duration // generation budget per job, default 5 min
+	DeliveryTimeout time.Duration // budget to upload the result, default 2 min
+	ProgressEvery   time.Duration // elapsed-time progress while generating, default 5 s
+
+	Quotas Quotas
+}
+
+func (c *Config) defaults() {
+	setDefault(&c.MaxPromptRunes, 1000)
+	if c.Rate == 0 {
+		c.Rate = rate.Every(10 * time.Second)
+	}
+	setDefault(&c.Burst, 3)
+	setDefault(&c.PerUserJobs, 2)
+	setDefault(&c.Concurrency, 4)
+	setDefault(&c.QueueCap, 100)
+	setDefault(&c.JobTimeout, 5*time.Minute)
+	setDefault(&c.DeliveryTimeout, 2*time.Minute)
+	setDefault(&c.ProgressEvery, 5*time.Second)
+}
+
+func setDefault[T int | time.Duration](p *T, v T) {
+	if *p <= 0 {
+		*p = v
+	}
+}
+
+// Request is one /imagine from a platform event.
+type Request struct {
+	Key     string // idempotency key: the platform event id ("telegram:update:42")
+	User    User
+	Scope   string
+	Lang    Lang
+	Prompt  string
+	Model   string // "" = the default model
+	Options Options
+	ReplyTo string // adapter-defined reply target, stored for crash recovery
+}
+
+// Receipt is what a successful Imagine returns.
+type Receipt struct {
+	Job     Job
+	Images  int
+	Balance Balance
+}
+
+// Service runs the job pipeline and the quota operations.
+type Service struct {
+	cfg    Config
+	models map[string]Model
+	ledger *Ledger
+	store  Store
+	gen    Generator
+	log    *slog.Logger
+	now    func() time.Time
+
+	limiter *keyedLimiter
+	sched   *scheduler
+
+	mu       sync.Mutex
+	stopping bool
+	perUser  map[string]int
+	inflight int
+	jobs     sync.WaitGroup
+
+	hardStop context.Context // cancelled when Shutdown's grace period ends
+	stopHard context.CancelFunc
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// WithClock sets the time source (tests).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// NewService builds the pipeline over store and gen.
+func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Service, error) {
+	cfg.defaults()
+	if len(cfg.Models) == 0 {
+		return nil, errors.New("core: no models configured")
+	}
+	s := &Service{
+		cfg:     cfg,
+		models:  map[string]Model{},
+		ledger:  NewLedger(store, cfg.Quotas),
+		store:   store,
+		gen:     gen,
+		log:     slog.Default(),
+		now:     time.Now,
+		limiter: newKeyedLimiter(cfg.Rate, cfg.Burst),
+		sched:   newScheduler(cfg.Concurrency),
+		perUser: map[string]int{},
+	}
+	for _, m := range cfg.Models {
+		if m.Cost <= 0 {
+			m.Cost = 1
+		}
+		s.models[strings.ToLower(m.Name)] = m
+	}
+	if s.cfg.DefaultModel == "" {
+		s.cfg.DefaultModel = cfg.Models[0].Name
+	}
+	if _, ok := s.models[strings.ToLower(s.cfg.DefaultModel)]; !ok {
+		return nil, fmt.Errorf("core: default model %q is not among the models", s.cfg.DefaultModel)
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.hardStop, s.stopHard = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Models lists the configured models, default first.
+func (s *Service) Models() []Model {
+	out := []Model{s.models[strings.ToLower(s.cfg.DefaultModel)]}
+	for _, m := range s.cfg.Models {
+		if !strings.EqualFold(m.Name, s.cfg.DefaultModel) {
+			out = append(out, s.models[strings.ToLower(m.Name)])
+		}
+	}
+	return out
+}
+
+// Limits is the pipeline configuration, for help texts.
+func (s *Service) Limits() Config { return s.cfg }
+
+// Ledger exposes the quota ledger (admin CLI, recovery tools).
+func (s *Service) Ledger() *Ledger { return s.ledger }
+
+// Balance is what an account has left now (for /quota and captions).
+func (s *Service) Balance(ctx context.Context, k AccountKey) (Balance, error) {
+	return s.ledger.Balance(ctx, k, s.now())
+}
+
+// Imagine runs one job to its end: validation, policy, reservation, queue,
+// generation, delivery through rep, then commit — or refund on any failure.
+// It blocks until the job is done; progress goes to rep meanwhile. Errors
+// are *Error: render them with Message. CodeDuplicate means the event was
+// already handled and should be ignored.
+func (s *Service) Imagine(ctx context.Context, req Request, rep Reporter) (Receipt, error) {
+	log := s.log.With("job", req.Key, "user", req.User.Key(), "scope", req.Scope)
+	model, prompt, err := s.validate(&req)
+	if err != nil {
+		return Receipt{}, err
+	}
+	userKey := req.User.Key()
+	now := s.now()
+
+	wait, cancelRate := s.limiter.reserve(userKey, now)
+	if wait > 0 {
+		return Receipt{}, &Error{Code: CodeRateLimited, RetryAfter: wait,
+			Err: fmt.Errorf("core: %s rate limited for %s", userKey, wait)}
+	}
+	if err := s.admit(userKey); err != nil {
+		cancelRate()
+		return Receipt{}, err
+	}
+	defer s.leave(userKey)
+
+	job, _, err := s.ledger.Reserve(ctx, Job{
+		Key:     req.Key,
+		Account: AccountKey{Scope: req.Scope, User: userKey},
+		User:    req.User,
+		Model:   model.Name,
+		Prompt:  req.Prompt,
+		Units:   model.Cost,
+		ReplyTo: req.ReplyTo,
+		Lang:    req.Lang,
+	}, now)
+	if err != nil {
+		cancelRate()
+		if c := ErrorCode(err); c != CodeDuplicate && c != CodeQuotaExceeded && c != CodeBanned {
+			log.Error("reserve failed", "err", err)
+		}
+		return Receipt{}, err
+	}
+	log.Info("job reserved", "model", model.Name, "units", job.Units)
+
+	images, bal, err := s.run(ctx, job, model, prompt, req, rep)
+	if err != nil {
+		return Receipt{}, s.fail(ctx, log, job, err)
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.ledger.Commit(cctx, job.Key, s.now()); err != nil {
+		// The user has the image; the reservation stays pending and start-up
+		// recovery will refund it. Nothing to tell the user.
+		log.Error("commit failed", "err", err)
+	}
+	job.State = JobCommitted
+	log.Info("job delivered", "images", len(images), "elapsed", s.now().Sub(now))
+	return Receipt{Job: job, Images: len(images), Balance: bal}, nil
+}
+
+// validate checks the request and renders the upstream prompt.
+func (s *Service) validate(req *Request) (Model, string, error) {
+	req.Prompt = strings.TrimSpace(req.Prompt)
+	req.Options.Negative = strings.TrimSpace(req.Options.Negative)
+	if req.Prompt == "" {
+		return Model{}, "", &Error{Code: CodeInvalidPrompt}
+	}
+	if HasControl(req.Prompt) || HasControl(req.Options.Negative) {
+		return Model{}, "", &Error{Code: CodePromptControl}
+	}
+	if n := utf8.RuneCountInString(req.Prompt) + utf8.RuneCountInString(req.Options.Negative); n > s.cfg.MaxPromptRunes {
+		return Model{}, "", &Error{Code: CodePromptTooLong, Limit: s.cfg.MaxPromptRunes}
+	}
+	if req.Options.Aspect != "" && !ValidAspect(req.Options.Aspect) {
+		return Model{}, "", &Error{Code: CodeInvalidOption, Detail: "--ar " + req.Options.Aspect + ": width:height, e.g. 16:9"}
+	}
+	name := req.Model
+	if name == "" {
+		name = s.cfg.DefaultModel
+	}
+	m, ok := s.models[strings.ToLower(name)]
+	if !ok {
+		names := make([]string, 0, len(s.cfg.Models))
+		for _, m := range s.Models() {
+			names = append(names, m.Name)
+		}
+		return Model{}, "", &Error{Code: CodeUnknownModel, Detail: "--model " + Truncate(name, 40) + ": " + strings.Join(names, ", ")}
+	}
+	prompt, err := m.Render(req.Prompt, req.Options)
+	if err != nil {
+		return Model{}, "", &Error{Code: CodeInternal, Err: err}
+	}
+	return m, prompt, nil
+}
+
+// admit applies the per-user concurrency cap and the queue cap, and counts
+// the job in flight for Shutdown.
+func (s *Service) admit(user string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.stopping:
+		return &Error{Code: CodeShuttingDown}
+	case s.perUser[user] >= s.cfg.PerUserJobs:
+		return &Error{Code: CodeTooManyJobs, Limit: s.cfg.PerUserJobs,
+			Err: fmt.Errorf("core: %s has %d jobs in flight", user, s.perUser[user])}
+	case s.inflight >= s.cfg.Concurrency+s.cfg.QueueCap:
+		return &Error{Code: CodeQueueFull, Limit: s.cfg.QueueCap,
+			Err: fmt.Errorf("core: %d jobs in flight", s.inflight)}
+	}
+	s.perUser[user]++
+	s.inflight++
+	s.jobs.Add(1)
+	return nil
+}
+
+func (s *Service) leave(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser[user]--; s.perUser[user] <= 0 {
+		delete(s.perUser, user)
+	}
+	s.inflight--
+	s.jobs.Done()
+}
+
+// run queues, generates and delivers a reserved job.
+func (s *Service) run(ctx context.Context, job Job, model Model, prompt string, req Request, rep Reporter) ([]Image, Balance, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.JobTimeout)
+	defer cancel()
+	defer context.AfterFunc(s.hardStop, cancel)()
+
+	release, err := s.sched.acquire(ctx, job.Account.User, func(pos int) {
+		rep.Progress(Progress{Stage: StageQueued, Position: pos})
+	})
+	if err != nil {
+		return nil, Balance{}, err
+	}
+	images, err := s.generate(ctx, model, prompt, job, rep)
+	release()
+	if err != nil {
+		return nil, Balance{}, err
+	}
+
+	bal, err := s.ledger.Balance(ctx, job.Account, s.now())
+	if err != nil {
+		return nil, Balance{}, err
+	}
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DeliveryTimeout)
+	defer dcancel()
+	defer context.AfterFunc(s.hardStop, dcancel)()
+	err = rep.Deliver(dctx, Delivery{Job: job, Model: model, Prompt: req.Prompt, Options: req.Options, Images: images, Balance: bal})
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			err = &Error{Code: CodeDeliveryFailed, Err: err}
+		}
+		return nil, Balance{}, err
+	}
+	return images, bal, nil
+}
+
+// generate calls the generator, forwarding its progress and an elapsed-time
+// tick so users see the job is alive during long generations.
+func (s *Service) generate(ctx context.Context, model Model, prompt string, job Job, rep Reporter) ([]Image, error) {
+	start := s.now()
+	var mu sync.Mutex // serialises rep.Progress between the ticker and the generator
+	last := Progress{Stage: StageGenerating, Percent: -1}
+	report := func(update func(*Progress)) {
+		mu.Lock()
+		defer mu.Unlock()
+		if update != nil {
+			update(&last)
+		}
+		last.Elapsed = s.now().Sub(start)
+		rep.Progress(last)
+	}
+	report(nil)
+
+	// The ticker must be gone before generate returns: a late tick would
+	// overwrite the delivered result with a progress message.
+	var ticker sync.WaitGroup
+	done := make(chan struct{})
+	defer ticker.Wait()
+	defer close(done)
+	ticker.Add(1)
+	go func() {
+		defer ticker.Done()
+		t := time.NewTicker(s.cfg.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				report(nil)
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User}, func(p GenProgress) {
+		report(func(last *Progress) {
+			if p.Percent >= 0 {
+				last.Percent = min(p.Percent, 100)
+			}
+			if t := CleanUpstreamText(p.Text, 200); t != "" {
+				last.Text = t
+			}
+		})
+	})
+	if err == nil && len(images) == 0 {
+		err = &Error{Code: CodeLostInRelay, Err: errors.New("core: generator returned no image")}
+	}
+	return images, err
+}
+
+// fail refunds job and returns err classified, with upstream text cleaned.
+func (s *Service) fail(ctx context.Context, log *slog.Logger, job Job, err error) error {
+	e := AsError(err)
+	if e.Code == CodeInterrupted && ctx.Err() == nil {
+		// Cancelled by Shutdown rather than by the caller.
+		e = &Error{Code: CodeShuttingDown, Err: err}
+	}
+	e.Detail = CleanUpstreamText(e.Detail, 500)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if rerr := s.ledger.Refund(rctx, job.Key, e.Code, s.now()); rerr != nil {
+		log.Error("refund failed", "err", rerr, "cause", err)
+	}
+	log.Warn("job failed", "code", e.Code, "err", e.Err)
+	return e
+}
+
+// Recover refunds jobs left pending by a crash and returns them, so adapters
+// can tell their users. Call it before accepting new jobs.
+func (s *Service) Recover(ctx context.Context) ([]Job, error) {
+	pending, err := s.store.PendingJobs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("core: recover: %w", err)
+	}
+	var out []Job
+	for _, j := range pending {
+		if err := s.ledger.Refund(ctx, j.Key, CodeInterrupted, s.now()); err != nil {
+			return out, fmt.Errorf("core: recover %s: %w", j.Key, err)
+		}
+		j.State, j.Outcome = JobRefunded, CodeInterrupted
+		out = append(out, j)
+		s.log.Warn("refunded job interrupted by a restart", "job", j.Key, "user", j.Account.User)
+	}
+	return out, nil
+}
+
+// Shutdown stops intake, fails queued jobs (refunded), and lets running jobs
+// finish until ctx ends; then it cancels them, which refunds them too.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+	s.sched.close()
+
+	done := make(chan struct{})
+	go func() {
+		s.jobs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.stopHard()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(30 * time.Second):
+		return errors.New("core: shutdown: jobs still running after cancellation")
+	}
+}
