@@ -55,12 +55,19 @@ type Quotas struct {
 // Day is the quota day of t ("2006-01-02" in the quota zone).
 func (q Quotas) Day(t time.Time) string { return t.In(q.loc()).Format(time.DateOnly) }
 
-// NextReset is the first midnight of the quota zone after t. Built with
-// time.Date so days of 23 or 25 hours (DST) and zones whose clocks skip
-// midnight come out right.
+// NextReset is the first instant of the quota day after t's. Built with
+// time.Date so days of 23 or 25 hours (DST) come out right. Where the clocks
+// skip midnight (America/Santiago springs from 00:00 to 01:00), time.Date
+// answers with 23:00 of the day before; the day then starts at the zone
+// transition.
 func (q Quotas) NextReset(t time.Time) time.Time {
 	y, m, d := t.In(q.loc()).Date()
-	return time.Date(y, m, d+1, 0, 0, 0, 0, q.loc())
+	next := time.Date(y, m, d+1, 0, 0, 0, 0, q.loc())
+	want := time.Date(y, m, d+1, 12, 0, 0, 0, q.loc()).Format(time.DateOnly)
+	if q.Day(next) != want {
+		_, next = next.ZoneBounds()
+	}
+	return next
 }
 
 func (q Quotas) loc() *time.Location {
