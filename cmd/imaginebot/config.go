@@ -1,0 +1,357 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration. Every key is documented in
+// config.example.yaml; secrets come from the environment (envSecrets) or
+// ${VAR} references in the file.
+type Config struct {
+	Upstream     UpstreamConfig `yaml:"upstream"`
+	Models       []ModelConfig  `yaml:"models"`
+	DefaultModel string         `yaml:"default_model"`
+	Limits       LimitsConfig   `yaml:"limits"`
+	Quotas       QuotasConfig   `yaml:"quotas"`
+	Images       ImagesConfig   `yaml:"images"`
+	Storage      StorageConfig  `yaml:"storage"`
+	Log          LogConfig      `yaml:"log"`
+	HTTP         HTTPConfig     `yaml:"http"`
+	Telegram     TelegramConfig `yaml:"telegram"`
+}
+
+type UpstreamConfig struct {
+	BaseURL           string        `yaml:"base_url"`
+	APIKey            string        `yaml:"api_key"`
+	Timeout           time.Duration `yaml:"timeout"`
+	Retries           *int          `yaml:"retries"`
+	Stream            bool          `yaml:"stream"`
+	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	UserIDSecret      string        `yaml:"user_id_secret"`
+	Temperature       *float64      `yaml:"temperature"`
+	TopP              *float64      `yaml:"top_p"`
+	MaxTokens         *int          `yaml:"max_tokens"`
+}
+
+type ModelConfig struct {
+	Name           string `yaml:"name"`
+	UpstreamModel  string `yaml:"upstream_model"`
+	Label          string `yaml:"label"`
+	Cost           int    `yaml:"cost"`
+	SystemPrompt   string `yaml:"system_prompt"`
+	PromptTemplate string `yaml:"prompt_template"`
+	Stream         *bool  `yaml:"stream"`
+}
+
+type LimitsConfig struct {
+	RatePerMinute  *float64      `yaml:"rate_per_minute"`
+	Burst          int           `yaml:"burst"`
+	PerUserJobs    int           `yaml:"per_user_jobs"`
+	Concurrency    int           `yaml:"concurrency"`
+	QueueCap       *int          `yaml:"queue_cap"`
+	MaxPromptChars int           `yaml:"max_prompt_chars"`
+	JobTimeout     time.Duration `yaml:"job_timeout"`
+}
+
+type QuotasConfig struct {
+	Daily    *int           `yaml:"daily"`
+	TimeZone string         `yaml:"time_zone"`
+	Scopes   map[string]int `yaml:"scopes"`
+}
+
+type ImagesConfig struct {
+	MaxBytes          ByteSize `yaml:"max_bytes"`
+	AllowPrivateHosts []string `yaml:"allow_private_hosts"`
+}
+
+type StorageConfig struct {
+	Path         string        `yaml:"path"`
+	JobRetention time.Duration `yaml:"job_retention"`
+}
+
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+type HTTPConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+type TelegramConfig struct {
+	Token            string          `yaml:"token"`
+	APIBaseURL       string          `yaml:"api_base_url"`
+	Owners           []int64         `yaml:"owners"`
+	PollTimeout      time.Duration   `yaml:"poll_timeout"`
+	ProgressInterval time.Duration   `yaml:"progress_interval"`
+	MaxPhotoBytes    ByteSize        `yaml:"max_photo_bytes"`
+	MaxDocumentBytes ByteSize        `yaml:"max_document_bytes"`
+	Webhook          TelegramWebhook `yaml:"webhook"`
+}
+
+type TelegramWebhook struct {
+	URL         string `yaml:"url"`
+	SecretToken string `yaml:"secret_token"`
+	Path        string `yaml:"path"`
+}
+
+// envSecrets maps environment variables to the keys they set. The
+// environment wins over the file, so a file can be shared without secrets.
+func envSecrets(c *Config) map[string]*string {
+	return map[string]*string{
+		"IMAGINEBOT_UPSTREAM_API_KEY":        &c.Upstream.APIKey,
+		"IMAGINEBOT_UPSTREAM_BASE_URL":       &c.Upstream.BaseURL,
+		"IMAGINEBOT_USER_ID_SECRET":          &c.Upstream.UserIDSecret,
+		"IMAGINEBOT_TELEGRAM_TOKEN":          &c.Telegram.Token,
+		"IMAGINEBOT_TELEGRAM_WEBHOOK_SECRET": &c.Telegram.Webhook.SecretToken,
+		"IMAGINEBOT_TELEGRAM_API_BASE_URL":   &c.Telegram.APIBaseURL,
+		"IMAGINEBOT_DB":                      &c.Storage.Path,
+		"IMAGINEBOT_HTTP_LISTEN":             &c.HTTP.Listen,
+		"IMAGINEBOT_TELEGRAM_WEBHOOK_URL":    &c.Telegram.Webhook.URL,
+		"IMAGINEBOT_LOG_LEVEL":               &c.Log.Level,
+		"IMAGINEBOT_QUOTAS_TIME_ZONE":        &c.Quotas.TimeZone,
+		"IMAGINEBOT_DEFAULT_MODEL":           &c.DefaultModel,
+	}
+}
+
+// defaultBaseURL is the gateway the endpoint documentation names.
+const defaultBaseURL = "https://api.chatgptsb.com"
+
+// ConfigError lists every problem found, each with its key and the fix.
+type ConfigError struct{ Problems []string }
+
+func (e *ConfigError) Error() string {
+	return "configuration has " + plural(len(e.Problems), "problem") + ":\n  - " + strings.Join(e.Problems, "\n  - ")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
+}
+
+// LoadConfig reads path ("" = no file: defaults and environment only),
+// applies the environment and defaults, and validates the result. warn gets
+// non-fatal remarks (a world-readable file).
+func LoadConfig(path string, getenv func(string) string, warn func(string)) (*Config, error) {
+	var cfg Config
+	var problems []string
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 && literalSecrets(data) {
+			warn(fmt.Sprintf("%s holds secrets and is readable by every user on this machine: chmod 600 %s, or move the secrets to environment variables", path, path))
+		}
+		problems = append(problems, decodeYAML(data, getenv, &cfg)...)
+	}
+	for name, p := range envSecrets(&cfg) {
+		if v := getenv(name); v != "" {
+			*p = v
+		}
+	}
+	if v := getenv("IMAGINEBOT_TELEGRAM_OWNERS"); v != "" {
+		owners, err := parseIDs(v)
+		if err != nil {
+			problems = append(problems, "IMAGINEBOT_TELEGRAM_OWNERS: "+err.Error()+"; use comma-separated numeric user ids, e.g. 12345,67890")
+		}
+		cfg.Telegram.Owners = owners
+	}
+	cfg.applyDefaults()
+	problems = append(problems, cfg.validate()...)
+	if len(problems) > 0 {
+		return nil, &ConfigError{Problems: problems}
+	}
+	return &cfg, nil
+}
+
+// literalSecrets reports whether the file itself (not a ${VAR} reference)
+// holds a secret.
+func literalSecrets(data []byte) bool {
+	var raw Config
+	_ = yaml.Unmarshal(data, &raw) // problems are reported by the real decode
+	for _, v := range []string{raw.Upstream.APIKey, raw.Upstream.UserIDSecret, raw.Telegram.Token, raw.Telegram.Webhook.SecretToken} {
+		if v != "" && !envRefRe.MatchString(v) {
+			return true
+		}
+	}
+	return false
+}
+
+var envRefRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// decodeYAML expands ${VAR} references, rejects unknown keys (with their
+// path) and decodes; it returns every problem rather than the first.
+func decodeYAML(data []byte, getenv func(string) string, cfg *Config) []string {
+	var problems []string
+	// Like the shell, an unset variable expands to nothing; validation then
+	// names the key that ended up empty when it is required.
+	data = envRefRe.ReplaceAllFunc(data, func(m []byte) []byte {
+		return []byte(getenv(string(envRefRe.FindSubmatch(m)[1])))
+	})
+	var root yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return problems
+		}
+		return append(problems, "YAML syntax: "+err.Error())
+	}
+	if len(root.Content) == 0 {
+		return problems
+	}
+	problems = append(problems, unknownKeys(root.Content[0], reflect.TypeOf(*cfg), "")...)
+	if err := root.Content[0].Decode(cfg); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for _, e := range te.Errors {
+				problems = append(problems, "YAML value: "+e)
+			}
+		} else {
+			problems = append(problems, "YAML: "+err.Error())
+		}
+	}
+	return problems
+}
+
+// unknownKeys walks a YAML mapping against the struct type it decodes into
+// and reports keys the struct does not have, with a suggestion when one is close.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var problems []string
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			ft, ok := fields[key]
+			if !ok {
+				msg := fmt.Sprintf("%s: unknown key (line %d)", join(path, key), n.Content[i].Line)
+				if s := closest(key, fields); s != "" {
+					msg += fmt.Sprintf("; did you mean %q?", s)
+				} else {
+					msg += "; remove it (see config.example.yaml for every key)"
+				}
+				problems = append(problems, msg)
+				continue
+			}
+			problems = append(problems, unknownKeys(n.Content[i+1], ft, join(path, key))...)
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for i, item := range n.Content {
+			problems = append(problems, unknownKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return problems
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// closest suggests a known key within edit distance 2.
+func closest(key string, fields map[string]reflect.Type) string {
+	best, bestD := "", 3
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		if d := editDistance(key, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+func parseIDs(s string) ([]int64, error) {
+	var out []int64
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		id, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a numeric user id", f)
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+// ByteSize is a size in bytes, written as a number or with a unit:
+// 20MiB, 10MB, 512KiB.
+type ByteSize int64
+
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseByteSize(n.Value)
+	if err != nil {
+		// A *TypeError lets the decoder carry on and report the other keys too.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+func parseByteSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("%q is not a size; write bytes or a number with KiB, MiB or GiB, e.g. 20MiB", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func writeConfig(t *testing.T, body string, mode os.FileMode) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLoadConfigNoFile(t *testing.T) {
+	cfg, err := LoadConfig("", envMap(map[string]string{
+		"IMAGINEBOT_UPSTREAM_API_KEY": "sk-test",
+		"IMAGINEBOT_TELEGRAM_TOKEN":   "123:abc",
+		"IMAGINEBOT_TELEGRAM_OWNERS":  "1, 2",
+	}), func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstream.BaseURL != "https://api.chatgptsb.com" || cfg.Upstream.APIKey != "sk-test" || cfg.Upstream.Timeout != 5*time.Minute {
+		t.Fatalf("upstream = %+v", cfg.Upstream)
+	}
+	if len(cfg.Models) != 2 || cfg.DefaultModel != "stable-diffusion" || *cfg.Quotas.Daily != 10 || cfg.Images.MaxBytes != 20<<20 {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+	if len(cfg.Telegram.Owners) != 2 || cfg.Telegram.Owners[1] != 2 {
+		t.Fatalf("owners = %v", cfg.Telegram.Owners)
+	}
+	if p := cfg.validateRun(); len(p) != 0 {
+		t.Fatalf("run problems: %v", p)
+	}
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	var warned []string
+	cfg, err := LoadConfig("../../config.example.yaml", envMap(map[string]string{
+		"IMAGINEBOT_UPSTREAM_API_KEY": "sk-from-env",
+		"IMAGINEBOT_TELEGRAM_TOKEN":   "123:abc",
+	}), func(s string) { warned = append(warned, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstream.APIKey != "sk-from-env" || cfg.Telegram.Token != "123:abc" || cfg.Models[1].Name != "flux" {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	if len(warned) != 0 {
+		t.Fatalf("the example holds no literal secret, yet: %v", warned)
+	}
+}
+
+func TestLoadConfigReportsEveryProblem(t *testing.T) {
+	path := writeConfig(t, `
+upstream:
+  bse_url: https://x
+  timeout: 1s
+models:
+  - name: flux
+    cost: -1
+    prompt_template: "{{.Prompt} broken"
+  - name: FLUX
+    colour: red
+default_model: dalle
+limits:
+  concurrency: -3
+quotas:
+  time_zone: Mars/Olympus
+  daily: -1
+images:
+  max_bytes: lots
+telegram:
+  token: not-a-token
+  webhook:
+    url: http://insecure.example/hook
+`, 0o600)
+	_, err := LoadConfig(path, envMap(nil), func(string) {})
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v", err)
+	}
+	want := []string{
+		`upstream.bse_url: unknown key (line 3); did you mean "base_url"?`,
+		`models[1].colour: unknown key`,
+		`upstream.timeout: 1s is out of range`,
+		`models[0].cost: -1 is out of range`,
+		`models[0].prompt_template:`,
+		`models[1].name: "FLUX" is listed twice`,
+		`default_model: "dalle" is not one of models[].name`,
+		`limits.concurrency: -3 is out of range`,
+		`quotas.time_zone: "Mars/Olympus" is not a time zone`,
+		`quotas.daily: -1 is negative`,
+		`"lots" is not a size`,
+		`telegram.token: does not look like a bot token`,
+		`telegram.webhook.url: "http://insecure.example/hook" must use https`,
+		`telegram.webhook.secret_token: is missing or invalid`,
+	}
+	msg := err.Error()
+	for _, w := range want {
+		if !strings.Contains(msg, w) {
+			t.Errorf("missing problem %q in:\n%s", w, msg)
+		}
+	}
+	if strings.Count(msg, "\n  - ") < len(want)+1 { // + job_timeout, which follows upstream.timeout
+		t.Errorf("problems not listed one per line:\n%s", msg)
+	}
+}
+
+func TestLoadConfigEnvironment(t *testing.T) {
+	path := writeConfig(t, `
+upstream:
+  api_key: ${MY_KEY}
+  base_url: https://file.example
+telegram:
+  token: ${UNSET_TOKEN}
+`, 0o600)
+	cfg, err := LoadConfig(path, envMap(map[string]string{
+		"MY_KEY":                       "sk-ref",
+		"IMAGINEBOT_UPSTREAM_BASE_URL": "https://env.example",
+	}), func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstream.APIKey != "sk-ref" || cfg.Upstream.BaseURL != "https://env.example" {
+		t.Fatalf("upstream = %+v", cfg.Upstream)
+	}
+	p := cfg.validateRun()
+	if len(p) != 1 || !strings.Contains(p[0], "telegram.token: is empty") || !strings.Contains(p[0], "IMAGINEBOT_TELEGRAM_TOKEN") {
+		t.Fatalf("run problems = %v", p)
+	}
+}
+
+func TestLoadConfigWorldReadableSecrets(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		mode os.FileMode
+		warn bool
+	}{
+		{"literal secret, world readable", "upstream:\n  api_key: sk-literal\n", 0o644, true},
+		{"literal secret, private", "upstream:\n  api_key: sk-literal\n", 0o600, false},
+		{"env reference, world readable", "upstream:\n  api_key: ${K}\n", 0o644, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.body, tt.mode)
+			if err := os.Chmod(path, tt.mode); err != nil { // umask may have narrowed it
+				t.Fatal(err)
+			}
+			var warned []string
+			if _, err := LoadConfig(path, envMap(map[string]string{"K": "sk-x"}), func(s string) { warned = append(warned, s) }); err != nil {
+				t.Fatal(err)
+			}
+			if (len(warned) > 0) != tt.warn {
+				t.Fatalf("warnings = %v", warned)
+			}
+			for _, w := range warned {
+				if strings.Contains(w, "sk-literal") {
+					t.Fatalf("warning shows the secret: %s", w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"1024", 1024, true}, {"20MiB", 20 << 20, true}, {"10MB", 10_000_000, true}, {"512 KiB", 512 << 10, true},
+		{"1GiB", 1 << 30, true}, {"lots", 0, false}, {"-1", 0, false}, {"5TiB", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseByteSize(tt.in)
+			if (err == nil) != tt.ok || got != tt.want {
+				t.Fatalf("parseByteSize(%q) = %d, %v", tt.in, got, err)
+			}
+		})
+	}
+}
