@@ -19,6 +19,7 @@ type Job struct {
 	User        User
 	Model       string
 	Prompt      string
+	Options     Options
 	Units       int
 	Day         string // quota day the daily part was taken from
 	FromDaily   int

@@ -157,6 +157,20 @@ func (s *Service) Limits() Config { return s.cfg }
 // Ledger exposes the quota ledger (admin CLI, recovery tools).
 func (s *Service) Ledger() *Ledger { return s.ledger }
 
+// Job returns a stored job (rerolls re-run its prompt, model and options).
+func (s *Service) Job(ctx context.Context, key string) (Job, error) {
+	var j Job
+	err := s.store.View(ctx, func(tx Tx) error {
+		var ok bool
+		var err error
+		if j, ok, err = tx.Job(key); err == nil && !ok {
+			return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s", key)}
+		}
+		return err
+	})
+	return j, wrapStore("job", err)
+}
+
 // Balance is what an account has left now (for /quota and captions).
 func (s *Service) Balance(ctx context.Context, k AccountKey) (Balance, error) {
 	return s.ledger.Balance(ctx, k, s.now())
@@ -193,6 +207,7 @@ func (s *Service) Imagine(ctx context.Context, req Request, rep Reporter) (Recei
 		User:    req.User,
 		Model:   model.Name,
 		Prompt:  req.Prompt,
+		Options: req.Options,
 		Units:   model.Cost,
 		ReplyTo: req.ReplyTo,
 		Lang:    req.Lang,
