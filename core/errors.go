@@ -27,7 +27,7 @@ const (
 	CodeShuttingDown  Code = "shutting_down"
 
 	// Failures of a job that held a reservation (always refunded).
-	CodeUpstreamAuth     Code = "upstream_auth"     // bad key or misconfiguration (401, 400, 404)
+	CodeUpstreamAuth     Code = "upstream_auth"     // bad key or misconfiguration (401, 400, 403, 404, redirects)
 	CodeUpstreamBalance  Code = "upstream_balance"  // the gateway account ran dry (403 insufficient_user_quota)
 	CodeModelUnavailable Code = "model_unavailable" // 503 model_not_found / no channel
 	CodeOverloaded       Code = "overloaded"        // 429

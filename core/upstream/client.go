@@ -1,0 +1,600 @@
+// Package upstream is the client for OpenAI-compatible gateways ("NO.1 API",
+// one-api, new-api and their resellers) that serve image models through
+// POST /v1/chat/completions. It implements core.Generator: it sends the
+// prompt, reads the answer (JSON or a Server-Sent Events stream), finds the
+// image references in the message text and downloads them with a Fetcher.
+//
+// Failures are *core.Error with an upstream Code, decided by HTTP status and
+// error.code (never error.type, which resellers rebrand). The API key never
+// appears in an error or a log line.
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/imaginebot/imaginebot/core"
+)
+
+// DefaultBaseURL is the gateway the upstream docs name.
+const DefaultBaseURL = "https://api.chatgptsb.com"
+
+const (
+	defaultTimeout     = 5 * time.Minute
+	defaultRetries     = 2
+	defaultStreamIdle  = 90 * time.Second
+	defaultMaxResponse = 64 << 20
+	errorBodyCap       = 1 << 20
+	maxImages          = 4
+	maxDetail          = 2000 // runes of refusal text handed to core (which cleans and cuts it further)
+	backoffBase        = time.Second
+	backoffCap         = 30 * time.Second
+)
+
+// Config configures a Client. Zero values take the defaults.
+type Config struct {
+	// BaseURL is the gateway, with or without a trailing "/" or "/v1";
+	// "/v1/chat/completions" is appended. Default DefaultBaseURL.
+	BaseURL string
+	// APIKey is the gateway token ("sk-..."), sent as a Bearer token.
+	APIKey string
+	// Timeout is the budget of one job, retries and downloads included
+	// (default 5m). A caller's earlier deadline wins.
+	Timeout time.Duration
+	// Retries is the number of extra attempts after 429, 5xx and connection
+	// errors: 0 means the default 2, a negative value none.
+	Retries int
+	// UserIDSecret keys the HMAC-SHA256 that turns a user key into the
+	// pseudonym sent as "user".
+	UserIDSecret string
+	// StreamIdleTimeout fails a stream that sends nothing (not even a
+	// keep-alive) for this long (default 90s).
+	StreamIdleTimeout time.Duration
+	// MaxResponseBytes caps a response body and a stream's text (default 64 MiB).
+	MaxResponseBytes int64
+
+	// Optional sampling fields, sent only when set (N only when > 1).
+	Temperature *float64
+	TopP        *float64
+	MaxTokens   *int
+	N           int
+}
+
+// Fetcher downloads and checks one image reference: an http(s) URL or a
+// data: URI, exactly as the gateway wrote it. Errors should be *core.Error
+// (CodeImageRejected for unsafe or non-image content).
+type Fetcher interface {
+	Fetch(ctx context.Context, ref string) (core.Image, error)
+}
+
+// Option customises a Client.
+type Option func(*Client)
+
+// WithHTTPClient sets the HTTP client. Its Timeout should be zero: the job
+// deadline and the stream idle timeout bound every request. The default
+// client does not follow redirects (a POST must not turn into a GET).
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.log = l } }
+
+// WithSleep replaces the wait between retries; it must return early with
+// ctx's error when ctx ends. Tests use it to retry without waiting.
+func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
+	return func(c *Client) { c.sleep = sleep }
+}
+
+// WithRand replaces the jitter source: a function returning values in [0, 1).
+func WithRand(r func() float64) Option { return func(c *Client) { c.rand = r } }
+
+// Client is a core.Generator backed by a chat-completions gateway. It is
+// safe for concurrent use.
+type Client struct {
+	cfg      Config
+	endpoint string
+	fetcher  Fetcher
+	hc       *http.Client
+	log      *slog.Logger
+	sleep    func(context.Context, time.Duration) error
+	rand     func() float64
+}
+
+var _ core.Generator = (*Client)(nil)
+
+// New returns a Client that downloads images with f (which must not be nil).
+func New(cfg Config, f Fetcher, opts ...Option) *Client {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = defaultTimeout
+	}
+	switch {
+	case cfg.Retries == 0:
+		cfg.Retries = defaultRetries
+	case cfg.Retries < 0:
+		cfg.Retries = 0
+	}
+	if cfg.StreamIdleTimeout <= 0 {
+		cfg.StreamIdleTimeout = defaultStreamIdle
+	}
+	if cfg.MaxResponseBytes <= 0 {
+		cfg.MaxResponseBytes = defaultMaxResponse
+	}
+	c := &Client{
+		cfg:      cfg,
+		endpoint: Endpoint(cfg.BaseURL),
+		fetcher:  f,
+		log:      slog.New(slog.DiscardHandler),
+		sleep:    sleepCtx,
+		rand:     rand.Float64,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{
+			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		}
+	}
+	return c
+}
+
+// Endpoint is the chat-completions URL for a base URL given with or without
+// a trailing "/", "/v1" or the full path.
+func Endpoint(base string) string {
+	base = strings.TrimRight(strings.TrimSpace(base), "/")
+	base = strings.TrimSuffix(base, "/chat/completions")
+	base = strings.TrimSuffix(base, "/v1")
+	return base + "/v1/chat/completions"
+}
+
+// Generate asks the gateway for req's image and downloads what it answers
+// (at most 4 images). progress, which may be nil, is called from Generate's
+// goroutine while a stream runs.
+func (c *Client) Generate(ctx context.Context, req core.GenRequest, progress func(core.GenProgress)) ([]core.Image, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	log := c.log.With("model", req.Model.ID(), "stream", req.Model.Stream)
+	body, err := c.requestBody(req)
+	if err != nil {
+		return nil, core.Errorf(core.CodeInternal, "upstream: encode request: %v", err)
+	}
+	start := time.Now()
+	res, e := c.complete(ctx, log, body, req.Model.Stream, progress)
+	if e != nil {
+		log.Info("upstream: generation failed", "code", e.Code, "err", e.Err, "elapsed", time.Since(start))
+		return nil, e
+	}
+	imgs, e := c.download(ctx, log, res)
+	if e != nil {
+		log.Info("upstream: generation failed", "code", e.Code, "err", e.Err, "elapsed", time.Since(start))
+		return nil, e
+	}
+	log.Info("upstream: generated", "images", len(imgs), "elapsed", time.Since(start))
+	return imgs, nil
+}
+
+type chatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type chatRequest struct {
+	Model       string        `json:"model"`
+	Messages    []chatMessage `json:"messages"`
+	Stream      bool          `json:"stream,omitempty"`
+	Temperature *float64      `json:"temperature,omitempty"`
+	TopP        *float64      `json:"top_p,omitempty"`
+	MaxTokens   *int          `json:"max_tokens,omitempty"`
+	N           int           `json:"n,omitempty"`
+	User        string        `json:"user,omitempty"`
+}
+
+func (c *Client) requestBody(req core.GenRequest) ([]byte, error) {
+	r := chatRequest{
+		Model:       req.Model.ID(),
+		Stream:      req.Model.Stream,
+		Temperature: c.cfg.Temperature,
+		TopP:        c.cfg.TopP,
+		MaxTokens:   c.cfg.MaxTokens,
+	}
+	if c.cfg.N > 1 {
+		r.N = c.cfg.N
+	}
+	if req.Model.SystemPrompt != "" {
+		r.Messages = append(r.Messages, chatMessage{Role: "system", Content: req.Model.SystemPrompt})
+	}
+	r.Messages = append(r.Messages, chatMessage{Role: "user", Content: req.Prompt})
+	if req.User != "" {
+		r.User = Pseudonym(c.cfg.UserIDSecret, req.User)
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// Pseudonym is the "user" field sent for a user key: hex HMAC-SHA256 of the
+// key under secret. Stable, so the gateway can tell users apart, and not
+// reversible without the secret.
+func Pseudonym(secret, userKey string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(userKey))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// complete runs the attempts: one, plus a retry after each retryable
+// failure, backing off with full jitter (or Retry-After when longer), never
+// past the job deadline.
+func (c *Client) complete(ctx context.Context, log *slog.Logger, body []byte, stream bool, progress func(core.GenProgress)) (result, *core.Error) {
+	for attempt := 1; ; attempt++ {
+		log.Debug("upstream: request", "attempt", attempt, "bytes", len(body))
+		res, e, retry := c.attempt(ctx, log, body, stream, progress)
+		if e == nil {
+			return res, nil
+		}
+		e = c.clean(e)
+		if !retry || attempt > c.cfg.Retries {
+			return result{}, e
+		}
+		wait := c.backoff(attempt)
+		if e.RetryAfter > wait {
+			wait = e.RetryAfter
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+			log.Info("upstream: not retrying: the wait would outlast the job", "code", e.Code, "wait", wait, "err", e.Err)
+			return result{}, e
+		}
+		log.Warn("upstream: retrying", "attempt", attempt, "code", e.Code, "wait", wait, "err", e.Err)
+		if err := c.sleep(ctx, wait); err != nil {
+			if ce := ctxError(ctx); ce != nil {
+				return result{}, ce
+			}
+			return result{}, e
+		}
+	}
+}
+
+// backoff is the full-jitter wait before retry n (1-based).
+func (c *Client) backoff(n int) time.Duration {
+	ceil := backoffCap
+	if n < 8 {
+		ceil = min(backoffCap, backoffBase<<(n-1))
+	}
+	return time.Duration(c.rand() * float64(ceil))
+}
+
+// attempt makes one request. retry reports whether the failure is worth
+// another attempt.
+func (c *Client) attempt(ctx context.Context, log *slog.Logger, body []byte, stream bool, progress func(core.GenProgress)) (res result, e *core.Error, retry bool) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return result{}, core.Errorf(core.CodeUpstreamAuth, "upstream: bad base URL: %v", err), false
+	}
+	hreq.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("User-Agent", "imaginebot")
+	if stream {
+		hreq.Header.Set("Accept", "text/event-stream")
+	} else {
+		hreq.Header.Set("Accept", "application/json")
+	}
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		if ce := ctxError(ctx); ce != nil {
+			return result{}, ce, false
+		}
+		return result{}, core.Errorf(core.CodeUpstreamFailed, "upstream: %v", err), true
+	}
+	defer resp.Body.Close()
+
+	status := resp.StatusCode
+	asStream := status/100 == 2 && (isMedia(resp.Header, "text/event-stream") || stream && !isMedia(resp.Header, "application/json"))
+	var rd io.Reader = resp.Body
+	var idled atomic.Bool
+	if stream || asStream {
+		// Relays can stall a stream forever while keeping the connection;
+		// the job deadline is minutes away, so a stream has its own.
+		t := time.AfterFunc(c.cfg.StreamIdleTimeout, func() { idled.Store(true); cancel() })
+		defer t.Stop()
+		rd = &idleReader{r: rd, reset: t.Reset, d: c.cfg.StreamIdleTimeout}
+	}
+	readFailed := func(err error) (*core.Error, bool) {
+		if ce := ctxError(ctx); ce != nil {
+			return ce, false
+		}
+		if idled.Load() {
+			return core.Errorf(core.CodeTimeout, "upstream: HTTP %d: nothing received for %s", status, c.cfg.StreamIdleTimeout), false
+		}
+		return core.Errorf(core.CodeUpstreamFailed, "upstream: HTTP %d: read: %v", status, err), true
+	}
+
+	switch {
+	case status/100 != 2:
+		raw, err := readCapped(rd, errorBodyCap)
+		if err != nil && !errors.Is(err, errTooLarge) && len(raw) == 0 {
+			e, retry := readFailed(err)
+			return result{}, e, retry
+		}
+		api, malformed := parseErrorBody(raw)
+		return c.failure(&gatewayError{status: status, api: api, malformed: malformed, body: raw, header: resp.Header})
+	case asStream:
+		res, err := consumeStream(rd, int(min(c.cfg.MaxResponseBytes, int64(^uint(0)>>1))), c.progressFunc(log, progress))
+		var ge *gatewayError
+		switch {
+		case err == nil:
+			return c.outcome(res)
+		case errors.As(err, &ge):
+			return c.failure(ge)
+		case errors.Is(err, errTooLarge):
+			return result{}, core.Errorf(core.CodeBadResponse, "upstream: HTTP %d: stream larger than %d bytes", status, c.cfg.MaxResponseBytes), false
+		}
+		e, retry := readFailed(err)
+		if len(res.refs) > 0 && e.Code != core.CodeInterrupted && ctx.Err() == nil {
+			// The image address arrived before the stream broke: use it.
+			log.Warn("upstream: stream broke after the image arrived", "err", e.Err)
+			return res, nil, false
+		}
+		return result{}, e, retry
+	}
+	raw, err := readCapped(rd, c.cfg.MaxResponseBytes)
+	switch {
+	case errors.Is(err, errTooLarge):
+		return result{}, core.Errorf(core.CodeBadResponse, "upstream: HTTP %d: response larger than %d bytes", status, c.cfg.MaxResponseBytes), false
+	case err != nil:
+		e, retry := readFailed(err)
+		return result{}, e, retry
+	}
+	return c.parseCompletion(status, raw)
+}
+
+// parseCompletion reads a non-streamed 2xx body.
+func (c *Client) parseCompletion(status int, raw []byte) (result, *core.Error, bool) {
+	var cc completion
+	if err := json.Unmarshal(raw, &cc); err != nil {
+		return c.failure(&gatewayError{status: status, malformed: true, why: "malformed JSON: " + err.Error(), body: raw})
+	}
+	if api, ok := decodeAPIError(cc.Error); ok {
+		return c.failure(&gatewayError{status: http.StatusOK, api: api, malformed: api.Message == "", why: "error object in the body", body: raw})
+	}
+	if cc.Choices == nil {
+		return c.failure(&gatewayError{status: status, malformed: true, why: "not a chat.completion (no choices)", body: raw})
+	}
+	var acc accumulator
+	for _, ch := range cc.Choices {
+		m := ch.Message
+		if m == nil {
+			m = ch.Delta
+		}
+		if m != nil {
+			acc.add(ch.Index, m, "\n")
+		}
+	}
+	return c.outcome(acc.finish())
+}
+
+// outcome judges a complete answer: images, a refusal, or nothing.
+func (c *Client) outcome(res result) (result, *core.Error, bool) {
+	if len(res.refs) > 0 {
+		return res, nil, false
+	}
+	if onlyProgress(res.text) {
+		// "图像生成中，请稍候..." and then nothing: the image line was lost
+		// (one-api drops streamed lines over 64 KiB). Not a refusal.
+		return res, core.Errorf(core.CodeLostInRelay, "upstream: the answer held no image, only progress text: %s", c.excerpt([]byte(res.text))), false
+	}
+	return res, c.refusal(res.text, "no image in the answer"), false
+}
+
+// progressLineRe matches the waiting messages gateways print before the image.
+var progressLineRe = regexp.MustCompile(`(?i)^[\s>*_#⏳⌛🎨🖌️✅…\.。，,:：!！-]*(` +
+	`图[像片]?生成中|正在生成|生成中|请稍[候等]|排队中?|进度|处理中|任务已提交|` +
+	`generating|in progress|progress|queued|waiting|processing|please wait|` +
+	`\d{1,3}(\.\d+)?\s*%)`)
+
+// onlyProgress reports whether text is empty or made only of progress lines.
+func onlyProgress(text string) bool {
+	for line := range strings.Lines(text) {
+		if line = strings.TrimSpace(line); line != "" && !progressLineRe.MatchString(line) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Client) refusal(text, why string) *core.Error {
+	return &core.Error{
+		Code:   core.CodeRefused,
+		Err:    fmt.Errorf("upstream: %s: %s", why, c.excerpt([]byte(text))),
+		Detail: core.Truncate(text, maxDetail),
+	}
+}
+
+// failure turns a gateway's error answer into a *core.Error.
+func (c *Client) failure(g *gatewayError) (result, *core.Error, bool) {
+	code := classify(g.status, g.api, g.malformed)
+	var b strings.Builder
+	fmt.Fprintf(&b, "upstream: HTTP %d", g.status)
+	if g.api.Code != "" {
+		fmt.Fprintf(&b, " code %q", g.api.Code)
+	}
+	if g.status/100 == 3 {
+		fmt.Fprintf(&b, ": redirected to %q: set the base URL to the final address", g.header.Get("Location"))
+	}
+	if g.why != "" {
+		b.WriteString(": " + g.why)
+	}
+	if ex := c.excerpt(g.body); ex != "" {
+		b.WriteString(": " + ex)
+	}
+	e := &core.Error{Code: code, Err: errors.New(b.String())}
+	if code == core.CodeRefused {
+		e.Detail = core.Truncate(g.api.Message, maxDetail)
+	}
+	if g.header != nil {
+		e.RetryAfter = parseRetryAfter(g.header.Get("Retry-After"), time.Now())
+	}
+	return result{}, e, retryable(code, g.status)
+}
+
+// download fetches the references in order, keeping up to maxImages.
+func (c *Client) download(ctx context.Context, log *slog.Logger, res result) ([]core.Image, *core.Error) {
+	var imgs []core.Image
+	var first error
+	for _, ref := range res.refs {
+		if len(imgs) == maxImages {
+			break
+		}
+		img, err := c.fetcher.Fetch(ctx, ref)
+		if err != nil {
+			if ctx.Err() != nil && len(imgs) > 0 {
+				break
+			}
+			log.Warn("upstream: image fetch failed", "ref", shortRef(ref), "err", err)
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		imgs = append(imgs, img)
+	}
+	switch ce := ctxError(ctx); {
+	case len(imgs) > 0:
+		return imgs, nil
+	case ce != nil:
+		return nil, ce
+	case res.weak:
+		// Links that were not images after all: the text is the answer.
+		return nil, c.clean(c.refusal(res.text, "no image behind the links in the answer"))
+	}
+	var e *core.Error
+	if errors.As(first, &e) {
+		return nil, c.clean(e)
+	}
+	return nil, c.clean(&core.Error{Code: core.CodeImageRejected, Err: fmt.Errorf("upstream: fetch image: %w", first)})
+}
+
+// progressFunc logs progress and passes it on.
+func (c *Client) progressFunc(log *slog.Logger, progress func(core.GenProgress)) func(core.GenProgress) {
+	return func(p core.GenProgress) {
+		log.Debug("upstream: progress", "percent", p.Percent, "text", core.Truncate(c.redact(p.Text), 200))
+		if progress != nil {
+			p.Text = c.redact(p.Text)
+			progress(p)
+		}
+	}
+}
+
+// excerpt is a short, single-line, key-free extract of a body for operators.
+func (c *Client) excerpt(body []byte) string {
+	const window = 8 << 10
+	s := string(body[:min(len(body), window)])
+	if len(body) > window {
+		// Drop what might be the start of a key cut by the window.
+		s = s[:len(s)-min(len(s), max(len(c.cfg.APIKey), 64))]
+	}
+	s = strings.Join(strings.Fields(core.StripControl(c.redact(s))), " ")
+	return core.Truncate(s, 200)
+}
+
+// redact removes the API key (with or without its "sk-" prefix, which
+// one-api strips before looking keys up) from s.
+func (c *Client) redact(s string) string {
+	key := c.cfg.APIKey
+	if key == "" {
+		return s
+	}
+	s = strings.ReplaceAll(s, key, "[redacted]")
+	if bare := strings.TrimPrefix(key, "sk-"); bare != key && len(bare) >= 8 {
+		s = strings.ReplaceAll(s, bare, "[redacted]")
+	}
+	return s
+}
+
+// clean returns e with the API key removed from its texts.
+func (c *Client) clean(e *core.Error) *core.Error {
+	if e == nil || c.cfg.APIKey == "" {
+		return e
+	}
+	msg := ""
+	if e.Err != nil {
+		msg = e.Err.Error()
+	}
+	if c.redact(msg) == msg && c.redact(e.Detail) == e.Detail {
+		return e
+	}
+	cp := *e
+	if e.Err != nil {
+		cp.Err = errors.New(c.redact(msg)) // the chain held the key: it goes
+	}
+	cp.Detail = c.redact(e.Detail)
+	return &cp
+}
+
+// ctxError is the error for an ended job context, or nil.
+func ctxError(ctx context.Context) *core.Error {
+	switch err := ctx.Err(); {
+	case errors.Is(err, context.DeadlineExceeded):
+		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("upstream: %w", err)}
+	case err != nil:
+		return &core.Error{Code: core.CodeInterrupted, Err: fmt.Errorf("upstream: %w", err)}
+	}
+	return nil
+}
+
+// readCapped reads r to its end, or errTooLarge past max bytes.
+func readCapped(r io.Reader, max int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err == nil && int64(len(b)) > max {
+		return b[:max], errTooLarge
+	}
+	return b, err
+}
+
+func isMedia(h http.Header, want string) bool {
+	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	return err == nil && strings.EqualFold(mt, want)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// shortRef keeps log lines short when a reference is a data URI.
+func shortRef(ref string) string {
+	if len(ref) > 100 {
+		return ref[:100] + fmt.Sprintf("…(%d bytes)", len(ref))
+	}
+	return ref
+}
