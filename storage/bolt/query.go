@@ -1,0 +1,238 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/imaginebot/imaginebot/core"
+)
+
+// pruneChunk bounds the deletions per transaction, so pruning a big backlog
+// never holds the write lock (and every Update) for long.
+const pruneChunk = 1000
+
+// PendingJobs lists the jobs still pending, oldest first.
+func (db *DB) PendingJobs(ctx context.Context) ([]core.Job, error) {
+	var out []core.Job
+	err := db.view(ctx, func(t *tx) error {
+		return t.pending.ForEach(func(k, _ []byte) error {
+			v := t.jobs.Get(k)
+			if v == nil {
+				return fmt.Errorf("pending job %q has no record", k)
+			}
+			j, err := decodeJob(v)
+			if err != nil {
+				return fmt.Errorf("job %q: %w", k, err)
+			}
+			out = append(out, j)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bolt: pending jobs: %w", err)
+	}
+	slices.SortStableFunc(out, func(a, b core.Job) int { return a.Created.Compare(b.Created) })
+	return out, nil
+}
+
+// RecentJobs lists an account's jobs, newest first (by Created), at most
+// limit of them; limit <= 0 lists none.
+func (db *DB) RecentJobs(ctx context.Context, k core.AccountKey, limit int) ([]core.Job, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []core.Job
+	err := db.view(ctx, func(t *tx) error {
+		c := t.history.Cursor()
+		for hk, jk := lastWithPrefix(c, historyPrefix(k)); hk != nil && len(out) < limit; hk, jk = prevWithPrefix(c, historyPrefix(k)) {
+			v := t.jobs.Get(jk)
+			if v == nil {
+				return fmt.Errorf("history entry for job %q has no record", jk)
+			}
+			j, err := decodeJob(v)
+			if err != nil {
+				return fmt.Errorf("job %q: %w", jk, err)
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bolt: recent jobs of %s: %w", k, err)
+	}
+	return out, nil
+}
+
+// Audit lists a scope's audit entries ("" = all scopes), newest first, at
+// most limit of them; limit <= 0 lists none.
+func (db *DB) Audit(ctx context.Context, scope string, limit int) ([]core.AuditEntry, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []core.AuditEntry
+	add := func(v []byte) error {
+		var r auditRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		out = append(out, r.entry())
+		return nil
+	}
+	err := db.view(ctx, func(t *tx) error {
+		if scope == "" {
+			c := t.audit.Cursor()
+			for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
+				if err := add(v); err != nil {
+					return fmt.Errorf("entry %x: %w", k, err)
+				}
+			}
+			return nil
+		}
+		prefix := []byte(scope + "\x00")
+		c := t.auditScope.Cursor()
+		for k, _ := lastWithPrefix(c, prefix); k != nil && len(out) < limit; k, _ = prevWithPrefix(c, prefix) {
+			seq := k[len(prefix):]
+			v := t.audit.Get(seq)
+			if v == nil {
+				return fmt.Errorf("scope index entry %x has no record", seq)
+			}
+			if err := add(v); err != nil {
+				return fmt.Errorf("entry %x: %w", seq, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bolt: audit of %q: %w", scope, err)
+	}
+	return out, nil
+}
+
+// PruneJobs deletes finished (committed or refunded) jobs created before
+// olderThan, with their history entries, and returns how many went. Pending
+// jobs are kept whatever their age: start-up recovery still owes them a
+// refund. It works in chunks of short transactions, so it can run while the
+// bot serves.
+func (db *DB) PruneJobs(ctx context.Context, olderThan time.Time) (int, error) {
+	total := 0
+	var after []byte // the last key looked at; the next chunk starts past it
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		n, last, err := db.pruneChunk(after, olderThan)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("bolt: prune jobs: %w", err)
+		}
+		if last == nil {
+			break
+		}
+		after = last
+	}
+	if total > 0 {
+		db.log.Info("bolt: pruned old jobs", "deleted", total, "older_than", olderThan)
+	}
+	return total, nil
+}
+
+// pruneChunk deletes up to pruneChunk old jobs with keys after after. last is
+// the key to continue after, nil when the scan reached the end.
+func (db *DB) pruneChunk(after []byte, olderThan time.Time) (n int, last []byte, err error) {
+	err = db.bolt.Update(func(btx *bbolt.Tx) error {
+		t := newTx(btx)
+		type victim struct{ key, history []byte }
+		var victims []victim
+		c := t.jobs.Cursor()
+		k, v := c.First()
+		if after != nil {
+			if k, v = c.Seek(after); bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		var seen []byte
+		for ; k != nil; k, v = c.Next() {
+			if len(victims) == pruneChunk {
+				last = bytes.Clone(seen)
+				break
+			}
+			seen = k
+			var r jobIndexRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("job %q: %w", k, err)
+			}
+			if r.State == core.JobPending || !r.Created.Before(olderThan) {
+				continue
+			}
+			hk := historyKey(core.AccountKey{Scope: r.Scope, User: r.User}, r.Created, string(k))
+			victims = append(victims, victim{bytes.Clone(k), hk})
+		}
+		// Deleting behind a live cursor skips keys in bbolt: collect, then delete.
+		for _, vi := range victims {
+			if err := t.jobs.Delete(vi.key); err != nil {
+				return err
+			}
+			if err := t.history.Delete(vi.history); err != nil {
+				return err
+			}
+		}
+		n = len(victims)
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, last, nil
+}
+
+// view runs fn in a read-only bbolt transaction.
+func (db *DB) view(ctx context.Context, fn func(*tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return db.bolt.View(func(btx *bbolt.Tx) error { return fn(newTx(btx)) })
+}
+
+// lastWithPrefix positions c on the last key that starts with prefix.
+func lastWithPrefix(c *bbolt.Cursor, prefix []byte) ([]byte, []byte) {
+	var k, v []byte
+	if end := prefixEnd(prefix); end == nil {
+		k, v = c.Last()
+	} else if k, v = c.Seek(end); k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return nil, nil
+	}
+	return k, v
+}
+
+// prevWithPrefix steps c back, stopping when the keys leave prefix.
+func prevWithPrefix(c *bbolt.Cursor, prefix []byte) ([]byte, []byte) {
+	k, v := c.Prev()
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return nil, nil
+	}
+	return k, v
+}
+
+// prefixEnd is the smallest key greater than every key with prefix, or nil
+// when there is none (a prefix of 0xff bytes).
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,378 @@
+package bolt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/imaginebot/imaginebot/core"
+)
+
+// tx is core.Tx over one bbolt transaction. With group commit one tx serves
+// every fn of the group in turn; wrote tells the group whether the fn that
+// just ran changed anything (and so whether its failure needs a rollback).
+type tx struct {
+	btx      *bbolt.Tx
+	writable bool
+	wrote    bool
+	// indexed holds the index fields of jobs this transaction has read or
+	// written, so PutJob after Job (every commit and refund) decodes once.
+	indexed map[string]jobIndexRecord
+
+	accounts, scopes, jobs, pending, history, audit, auditScope *bbolt.Bucket
+}
+
+func newTx(btx *bbolt.Tx) *tx {
+	return &tx{
+		btx:        btx,
+		writable:   btx.Writable(),
+		accounts:   btx.Bucket(bucketAccounts),
+		scopes:     btx.Bucket(bucketScopes),
+		jobs:       btx.Bucket(bucketJobs),
+		pending:    btx.Bucket(bucketPending),
+		history:    btx.Bucket(bucketHistory),
+		audit:      btx.Bucket(bucketAudit),
+		auditScope: btx.Bucket(bucketAuditScope),
+	}
+}
+
+func (t *tx) Account(k core.AccountKey) (core.Account, error) {
+	v := t.accounts.Get(accountKey(k))
+	if v == nil {
+		return core.Account{Key: k}, nil
+	}
+	var r accountRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return core.Account{}, fmt.Errorf("bolt: account %s: %w", k, err)
+	}
+	return r.account(k), nil
+}
+
+func (t *tx) PutAccount(a core.Account) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	if err := checkAccountKey(a.Key); err != nil {
+		return err
+	}
+	v, err := json.Marshal(newAccountRecord(a))
+	if err != nil {
+		return fmt.Errorf("bolt: account %s: %w", a.Key, err)
+	}
+	t.wrote = true
+	if err := t.accounts.Put(accountKey(a.Key), v); err != nil {
+		return fmt.Errorf("bolt: account %s: %w", a.Key, err)
+	}
+	return nil
+}
+
+func (t *tx) Scope(scope string) (core.ScopeSettings, error) {
+	v := t.scopes.Get([]byte(scope))
+	if v == nil {
+		return core.ScopeSettings{Scope: scope}, nil
+	}
+	var r scopeRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return core.ScopeSettings{}, fmt.Errorf("bolt: scope %s: %w", scope, err)
+	}
+	return core.ScopeSettings{Scope: scope, Daily: r.Daily}, nil
+}
+
+func (t *tx) PutScope(s core.ScopeSettings) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	if s.Scope == "" || strings.IndexByte(s.Scope, 0) >= 0 {
+		return fmt.Errorf("bolt: scope %q: empty or contains NUL", s.Scope)
+	}
+	v, err := json.Marshal(scopeRecord{Scope: s.Scope, Daily: s.Daily})
+	if err != nil {
+		return fmt.Errorf("bolt: scope %s: %w", s.Scope, err)
+	}
+	t.wrote = true
+	if err := t.scopes.Put([]byte(s.Scope), v); err != nil {
+		return fmt.Errorf("bolt: scope %s: %w", s.Scope, err)
+	}
+	return nil
+}
+
+func (t *tx) Job(key string) (core.Job, bool, error) {
+	v := t.jobs.Get([]byte(key))
+	if v == nil {
+		return core.Job{}, false, nil
+	}
+	j, err := decodeJob(v)
+	if err != nil {
+		return core.Job{}, false, fmt.Errorf("bolt: job %s: %w", key, err)
+	}
+	if t.writable {
+		t.remember(j)
+	}
+	return j, true, nil
+}
+
+func (t *tx) PutJob(j core.Job) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	if j.Key == "" || strings.IndexByte(j.Key, 0) >= 0 {
+		return fmt.Errorf("bolt: job %q: empty key or contains NUL", j.Key)
+	}
+	if err := checkAccountKey(j.Account); err != nil {
+		return err
+	}
+	key := []byte(j.Key)
+	hkey := historyKey(j.Account, j.Created, j.Key)
+	wasPending, oldHistory := false, []byte(nil)
+	o, ok := t.indexed[j.Key]
+	if !ok {
+		if old := t.jobs.Get(key); old != nil {
+			if err := json.Unmarshal(old, &o); err != nil {
+				return fmt.Errorf("bolt: job %s: %w", j.Key, err)
+			}
+			ok = true
+		}
+	}
+	if ok {
+		wasPending = o.State == core.JobPending
+		oldHistory = historyKey(core.AccountKey{Scope: o.Scope, User: o.User}, o.Created, j.Key)
+	}
+	v, err := json.Marshal(newJobRecord(j))
+	if err != nil {
+		return fmt.Errorf("bolt: job %s: %w", j.Key, err)
+	}
+	// Index entries are only touched when they change: every Put or Delete
+	// dirties a page that the commit must write.
+	t.wrote = true
+	if err := t.jobs.Put(key, v); err != nil {
+		return fmt.Errorf("bolt: job %s: %w", j.Key, err)
+	}
+	switch isPending := j.State == core.JobPending; {
+	case isPending && !wasPending:
+		err = t.pending.Put(key, []byte{})
+	case !isPending && wasPending:
+		err = t.pending.Delete(key)
+	}
+	if err != nil {
+		return fmt.Errorf("bolt: job %s: pending index: %w", j.Key, err)
+	}
+	if !bytes.Equal(hkey, oldHistory) {
+		if oldHistory != nil {
+			err = t.history.Delete(oldHistory)
+		}
+		if err == nil {
+			err = t.history.Put(hkey, key)
+		}
+		if err != nil {
+			return fmt.Errorf("bolt: job %s: history: %w", j.Key, err)
+		}
+	}
+	t.remember(j)
+	return nil
+}
+
+func (t *tx) remember(j core.Job) {
+	if t.indexed == nil {
+		t.indexed = map[string]jobIndexRecord{}
+	}
+	t.indexed[j.Key] = jobIndexRecord{Scope: j.Account.Scope, User: j.Account.User, State: j.State, Created: j.Created}
+}
+
+func (t *tx) AppendAudit(e core.AuditEntry) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	if strings.IndexByte(e.Scope, 0) >= 0 {
+		return fmt.Errorf("bolt: audit: scope %q contains NUL", e.Scope)
+	}
+	v, err := json.Marshal(newAuditRecord(e))
+	if err != nil {
+		return fmt.Errorf("bolt: audit: %w", err)
+	}
+	t.wrote = true
+	n, err := t.audit.NextSequence()
+	if err != nil {
+		return fmt.Errorf("bolt: audit: %w", err)
+	}
+	seq := binary.BigEndian.AppendUint64(nil, n)
+	if err := t.audit.Put(seq, v); err != nil {
+		return fmt.Errorf("bolt: audit: %w", err)
+	}
+	if e.Scope != "" {
+		if err := t.auditScope.Put(append([]byte(e.Scope+"\x00"), seq...), []byte{}); err != nil {
+			return fmt.Errorf("bolt: audit: scope index: %w", err)
+		}
+	}
+	return nil
+}
+
+func checkAccountKey(k core.AccountKey) error {
+	if k.Scope == "" || k.User == "" || strings.IndexByte(k.Scope, 0) >= 0 || strings.IndexByte(k.User, 0) >= 0 {
+		return fmt.Errorf("bolt: account %q/%q: empty or contains NUL", k.Scope, k.User)
+	}
+	return nil
+}
+
+func accountKey(k core.AccountKey) []byte {
+	b := make([]byte, 0, len(k.Scope)+1+len(k.User))
+	b = append(b, k.Scope...)
+	b = append(b, 0)
+	return append(b, k.User...)
+}
+
+// historyPrefix is the part of the history keys shared by one account's jobs.
+func historyPrefix(k core.AccountKey) []byte {
+	b := make([]byte, 0, len(k.Scope)+len(k.User)+2+8+1+32)
+	b = append(b, k.Scope...)
+	b = append(b, 0)
+	b = append(b, k.User...)
+	return append(b, 0)
+}
+
+func historyKey(k core.AccountKey, created time.Time, job string) []byte {
+	b := binary.BigEndian.AppendUint64(historyPrefix(k), sortableNanos(created))
+	b = append(b, 0)
+	return append(b, job...)
+}
+
+// sortableNanos maps t to a uint64 whose big-endian bytes sort like the
+// times: Unix nanoseconds, clamped to int64, with the sign bit flipped.
+func sortableNanos(t time.Time) uint64 {
+	var n int64
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		n = math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		n = math.MaxInt64
+	default:
+		n = t.UnixNano()
+	}
+	return uint64(n) ^ (1 << 63)
+}
+
+// The records below are the stored JSON. They are separate from the core
+// types so that renaming a Go field never changes the file format.
+
+type accountRecord struct {
+	Scope   string `json:"scope"`
+	User    string `json:"user"`
+	Daily   *int   `json:"daily,omitempty"` // absent = follow the scope; 0 = none
+	Credits int    `json:"credits"`
+	UsedDay string `json:"used_day,omitempty"`
+	Used    int    `json:"used,omitempty"`
+	Banned  bool   `json:"banned,omitempty"`
+}
+
+func newAccountRecord(a core.Account) accountRecord {
+	return accountRecord{Scope: a.Key.Scope, User: a.Key.User, Daily: a.Daily, Credits: a.Credits,
+		UsedDay: a.UsedDay, Used: a.Used, Banned: a.Banned}
+}
+
+func (r accountRecord) account(k core.AccountKey) core.Account {
+	return core.Account{Key: k, Daily: r.Daily, Credits: r.Credits, UsedDay: r.UsedDay, Used: r.Used, Banned: r.Banned}
+}
+
+type scopeRecord struct {
+	Scope string `json:"scope"`
+	Daily *int   `json:"daily,omitempty"`
+}
+
+type jobRecord struct {
+	Key          string    `json:"key"`
+	Scope        string    `json:"scope"`
+	User         string    `json:"user"`
+	UserPlatform string    `json:"user_platform,omitempty"`
+	UserID       string    `json:"user_id,omitempty"`
+	UserName     string    `json:"user_name,omitempty"`
+	Model        string    `json:"model,omitempty"`
+	Prompt       string    `json:"prompt,omitempty"`
+	Negative     string    `json:"negative,omitempty"`
+	Aspect       string    `json:"aspect,omitempty"`
+	Units        int       `json:"units"`
+	Day          string    `json:"day,omitempty"`
+	FromDaily    int       `json:"from_daily,omitempty"`
+	FromCredits  int       `json:"from_credits,omitempty"`
+	State        string    `json:"state"`
+	Outcome      string    `json:"outcome,omitempty"`
+	ReplyTo      string    `json:"reply_to,omitempty"`
+	Lang         string    `json:"lang,omitempty"`
+	Created      time.Time `json:"created"`
+	Finished     time.Time `json:"finished,omitzero"`
+}
+
+// jobIndexRecord is the part of a stored job that its index entries depend on.
+type jobIndexRecord struct {
+	Scope   string        `json:"scope"`
+	User    string        `json:"user"`
+	State   core.JobState `json:"state"`
+	Created time.Time     `json:"created"`
+}
+
+func newJobRecord(j core.Job) jobRecord {
+	return jobRecord{
+		Key: j.Key, Scope: j.Account.Scope, User: j.Account.User,
+		UserPlatform: string(j.User.Platform), UserID: j.User.ID, UserName: j.User.Name,
+		Model: j.Model, Prompt: j.Prompt, Negative: j.Options.Negative, Aspect: j.Options.Aspect,
+		Units: j.Units, Day: j.Day,
+		FromDaily: j.FromDaily, FromCredits: j.FromCredits,
+		State: string(j.State), Outcome: string(j.Outcome), ReplyTo: j.ReplyTo, Lang: string(j.Lang),
+		Created: j.Created, Finished: j.Finished,
+	}
+}
+
+func decodeJob(v []byte) (core.Job, error) {
+	var r jobRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return core.Job{}, err
+	}
+	return core.Job{
+		Key:     r.Key,
+		Account: core.AccountKey{Scope: r.Scope, User: r.User},
+		User:    core.User{Platform: core.Platform(r.UserPlatform), ID: r.UserID, Name: r.UserName},
+		Model:   r.Model, Prompt: r.Prompt, Options: core.Options{Negative: r.Negative, Aspect: r.Aspect},
+		Units: r.Units, Day: r.Day,
+		FromDaily: r.FromDaily, FromCredits: r.FromCredits,
+		State: core.JobState(r.State), Outcome: core.Code(r.Outcome), ReplyTo: r.ReplyTo, Lang: core.Lang(r.Lang),
+		Created: r.Created, Finished: r.Finished,
+	}, nil
+}
+
+type auditRecord struct {
+	Time      time.Time `json:"time"`
+	Scope     string    `json:"scope,omitempty"`
+	Actor     string    `json:"actor"`
+	ActorName string    `json:"actor_name,omitempty"`
+	Role      string    `json:"role"`
+	Action    string    `json:"action"`
+	Target    string    `json:"target,omitempty"`
+	Before    string    `json:"before,omitempty"`
+	After     string    `json:"after,omitempty"`
+	Note      string    `json:"note,omitempty"`
+}
+
+func newAuditRecord(e core.AuditEntry) auditRecord {
+	return auditRecord{Time: e.Time, Scope: e.Scope, Actor: e.Actor, ActorName: e.ActorName,
+		Role: e.Role.String(), Action: e.Action, Target: e.Target, Before: e.Before, After: e.After, Note: e.Note}
+}
+
+func (r auditRecord) entry() core.AuditEntry {
+	return core.AuditEntry{Time: r.Time, Scope: r.Scope, Actor: r.Actor, ActorName: r.ActorName,
+		Role: parseRole(r.Role), Action: r.Action, Target: r.Target, Before: r.Before, After: r.After, Note: r.Note}
+}
+
+// parseRole reads the role by name, so the file does not depend on the
+// order of core's Role constants.
+func parseRole(s string) core.Role {
+	for _, r := range []core.Role{core.RoleOwner, core.RoleModerator} {
+		if s == r.String() {
+			return r
+		}
+	}
+	return core.RoleUser
+}
