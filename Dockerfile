@@ -1,0 +1,24 @@
+# Build: docker build -t imaginebot .
+# Run:   docker run -e IMAGINEBOT_UPSTREAM_API_KEY=sk-… -e IMAGINEBOT_TELEGRAM_TOKEN=123:abc \
+#          -v imaginebot-data:/data imaginebot
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/imaginebot ./cmd/imaginebot \
+ && mkdir -p /out/data
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/imaginebot /usr/local/bin/imaginebot
+# A fresh named volume takes this directory's owner, so nonroot can write it.
+COPY --from=build --chown=65532:65532 /out/data /data
+# The bbolt ledger lives on the volume; the binary embeds tzdata and CA roots
+# come with the base image.
+ENV IMAGINEBOT_DB=/data/imaginebot.db
+VOLUME ["/data"]
+EXPOSE 8080
+USER nonroot
+ENTRYPOINT ["/usr/local/bin/imaginebot"]
+CMD ["run"]
