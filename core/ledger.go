@@ -81,17 +81,9 @@ func (l *Ledger) Reserve(ctx context.Context, j Job, now time.Time) (Job, Balanc
 // refunded job cannot be committed.
 func (l *Ledger) Commit(ctx context.Context, key string, now time.Time) error {
 	err := l.store.Update(ctx, func(tx Tx) error {
-		j, ok, err := tx.Job(key)
-		if err != nil {
+		j, settled, err := settle(tx, key, JobCommitted)
+		if err != nil || settled {
 			return err
-		}
-		switch {
-		case !ok:
-			return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s", key)}
-		case j.State == JobCommitted:
-			return nil
-		case j.State == JobRefunded:
-			return &Error{Code: CodeConflict, Err: fmt.Errorf("core: job %s was refunded", key)}
 		}
 		j.State, j.Outcome, j.Finished = JobCommitted, "", now
 		return tx.PutJob(j)
@@ -103,17 +95,9 @@ func (l *Ledger) Commit(ctx context.Context, key string, now time.Time) error {
 // twice is a no-op; a committed job cannot be refunded.
 func (l *Ledger) Refund(ctx context.Context, key string, reason Code, now time.Time) error {
 	err := l.store.Update(ctx, func(tx Tx) error {
-		j, ok, err := tx.Job(key)
-		if err != nil {
+		j, settled, err := settle(tx, key, JobRefunded)
+		if err != nil || settled {
 			return err
-		}
-		switch {
-		case !ok:
-			return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s", key)}
-		case j.State == JobRefunded:
-			return nil
-		case j.State == JobCommitted:
-			return &Error{Code: CodeConflict, Err: fmt.Errorf("core: job %s was committed", key)}
 		}
 		a, err := tx.Account(j.Account)
 		if err != nil {
@@ -127,6 +111,24 @@ func (l *Ledger) Refund(ctx context.Context, key string, reason Code, now time.T
 		return tx.PutJob(j)
 	})
 	return wrapStore("refund", err)
+}
+
+// settle loads the job to move to state: settled is true when it is there
+// already (commit and refund are idempotent); a job settled the other way,
+// or missing, is an error.
+func settle(tx Tx, key string, state JobState) (j Job, settled bool, err error) {
+	j, ok, err := tx.Job(key)
+	switch {
+	case err != nil:
+		return Job{}, false, err
+	case !ok:
+		return Job{}, false, &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s", key)}
+	case j.State == state:
+		return j, true, nil
+	case j.State != JobPending:
+		return Job{}, false, &Error{Code: CodeConflict, Err: fmt.Errorf("core: job %s is %s, cannot become %s", key, j.State, state)}
+	}
+	return j, false, nil
 }
 
 func loadAccount(tx Tx, k AccountKey) (Account, ScopeSettings, error) {
