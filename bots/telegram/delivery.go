@@ -1,0 +1,244 @@
+package telegram
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/go-telegram/bot"
+	"github.com/go-telegram/bot/models"
+
+	"github.com/imaginebot/imaginebot/core"
+)
+
+// Callback data prefixes: "rr:<job key>", or "rh:<token>" for keys too long
+// for Telegram's 64 bytes (the token maps back in memory).
+const (
+	rerollPrefix     = "rr:"
+	rerollHashPrefix = "rh:"
+)
+
+// keyboard is an inline keyboard of callback buttons. The library's button
+// type always sends an empty copy_text object; this sends only what is set.
+type keyboard struct {
+	InlineKeyboard [][]callbackButton `json:"inline_keyboard"`
+}
+
+type callbackButton struct {
+	Text         string `json:"text"`
+	CallbackData string `json:"callback_data"`
+}
+
+// rerollData is the callback data of a job's reroll button (≤ 64 bytes).
+func (b *Bot) rerollData(key string) string {
+	if data := rerollPrefix + key; len(data) <= maxCallbackLen {
+		return data
+	}
+	sum := sha256.Sum256([]byte(key))
+	tok := base64.RawURLEncoding.EncodeToString(sum[:15])
+	b.rerolls.Put(tok, key, 0)
+	return rerollHashPrefix + tok
+}
+
+// rerollKey maps callback data back to a job key.
+func (b *Bot) rerollKey(data string) (string, bool) {
+	if key, ok := strings.CutPrefix(data, rerollPrefix); ok && key != "" {
+		return key, true
+	}
+	if tok, ok := strings.CutPrefix(data, rerollHashPrefix); ok {
+		return b.rerolls.Get(tok)
+	}
+	return "", false
+}
+
+func (b *Bot) rerollKeyboard(key string, lang core.Lang) *keyboard {
+	return &keyboard{InlineKeyboard: [][]callbackButton{{{Text: rerollLabel(lang), CallbackData: b.rerollData(key)}}}}
+}
+
+func replyParams(to target) *models.ReplyParameters {
+	if to.msg == 0 {
+		return nil
+	}
+	// The user may have deleted their message meanwhile: send anyway.
+	return &models.ReplyParameters{MessageID: to.msg, AllowSendingWithoutReply: true}
+}
+
+func noPreview() *models.LinkPreviewOptions {
+	t := true
+	return &models.LinkPreviewOptions{IsDisabled: &t}
+}
+
+// sendText sends text (no parse mode, cut to Telegram's limit) as a reply,
+// retrying after 429s.
+func (b *Bot) sendText(ctx context.Context, to target, text string, markup any) (*models.Message, error) {
+	var m *models.Message
+	err := b.retry429(ctx, func(ctx context.Context) error {
+		var err error
+		m, err = b.api.SendMessage(ctx, &bot.SendMessageParams{ChatID: to.chat, MessageThreadID: to.thread,
+			Text: fit(text, maxMessageLen), ReplyParameters: replyParams(to), LinkPreviewOptions: noPreview(), ReplyMarkup: markup})
+		return err
+	})
+	return m, err
+}
+
+// deliver sends a finished job's images as a reply. It returns nil only
+// when the user got them (or a link to them).
+func (b *Bot) deliver(ctx context.Context, to target, lang core.Lang, d core.Delivery) error {
+	kb := b.rerollKeyboard(d.Job.Key, lang)
+	switch len(d.Images) {
+	case 0:
+		return &core.Error{Code: core.CodeDeliveryFailed, Err: errors.New("telegram: nothing to deliver")}
+	case 1:
+		return b.sendImage(ctx, to, d.Images[0], caption(d.Prompt, d.Model, d.Options, d.Balance, lang), kb)
+	}
+	return b.sendAlbum(ctx, to, lang, d, kb)
+}
+
+// sendImage uploads one image as a photo, as a document when it is too big
+// for a photo (or Telegram refuses it as one), or sends its link.
+func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt string, kb *keyboard) error {
+	size := int64(len(img.Data))
+	name := "image" + img.Ext()
+	var markup any
+	if kb != nil {
+		markup = kb
+	}
+	var err error
+	tryDocument := size <= b.cfg.MaxDocumentBytes
+	if size <= b.cfg.MaxPhotoBytes && img.MIME != "image/gif" { // a GIF photo loses its animation
+		err = b.retry429(ctx, func(ctx context.Context) error {
+			_, err := b.api.SendPhoto(ctx, &bot.SendPhotoParams{ChatID: to.chat, MessageThreadID: to.thread,
+				Photo:   &models.InputFileUpload{Filename: name, Data: bytes.NewReader(img.Data)}, // a new reader per attempt
+				Caption: capt, ReplyParameters: replyParams(to), ReplyMarkup: markup})
+			return err
+		})
+		if err == nil {
+			return nil
+		}
+		b.log.Warn("telegram: photo upload failed", "chat", to.chat, "bytes", size, "err", b.redact(err))
+		tryDocument = tryDocument && photoRejected(err)
+	}
+	if tryDocument {
+		err = b.retry429(ctx, func(ctx context.Context) error {
+			_, err := b.api.SendDocument(ctx, &bot.SendDocumentParams{ChatID: to.chat, MessageThreadID: to.thread,
+				Document: &models.InputFileUpload{Filename: name, Data: bytes.NewReader(img.Data)},
+				Caption:  capt, ReplyParameters: replyParams(to), ReplyMarkup: markup})
+			return err
+		})
+		if err == nil {
+			return nil
+		}
+		b.log.Warn("telegram: document upload failed", "chat", to.chat, "bytes", size, "err", b.redact(err))
+	}
+	if err == nil {
+		err = fmt.Errorf("image of %d bytes is over the %d-byte document limit", size, b.cfg.MaxDocumentBytes)
+	}
+	return b.sendLink(ctx, to, img, capt, markup, err)
+}
+
+// sendLink sends the image's address instead of the image. Images that came
+// as data URIs have none: then the delivery failed (core refunds).
+func (b *Bot) sendLink(ctx context.Context, to target, img core.Image, capt string, markup any, cause error) error {
+	fail := func(err error) error {
+		return &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("telegram: deliver: %s", b.redact(err))}
+	}
+	link := img.Source
+	if link == "" || utf16Len(link) > maxMessageLen-200 {
+		return fail(cause)
+	}
+	text := fit(capt, maxMessageLen-utf16Len(link)-4) + "\n\n🔗 " + link
+	err := b.retry429(ctx, func(ctx context.Context) error {
+		_, err := b.api.SendMessage(ctx, &bot.SendMessageParams{ChatID: to.chat, MessageThreadID: to.thread,
+			Text: text, ReplyParameters: replyParams(to), ReplyMarkup: markup})
+		return err
+	})
+	if err != nil {
+		return fail(fmt.Errorf("%s; then the link: %s", b.redact(cause), b.redact(err)))
+	}
+	return nil
+}
+
+// photoRejected reports whether Telegram refused an upload as a photo (size,
+// dimensions, format) — worth retrying as a document.
+func photoRejected(err error) bool {
+	s := strings.ToLower(err.Error())
+	for _, frag := range []string{"photo_", "image_process_failed", "dimension", "too big", "too large", "413", "wrong type of the web page content", "failed to get http url content"} {
+		if strings.Contains(s, frag) {
+			return true
+		}
+	}
+	return false
+}
+
+// sendAlbum sends several images: an album with the caption on the first,
+// then a short message with the quota and the reroll button (albums cannot
+// carry buttons). Images an album cannot hold go one by one.
+func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.Delivery, kb *keyboard) error {
+	imgs := d.Images
+	if len(imgs) > maxMediaGroup {
+		imgs = imgs[:maxMediaGroup]
+	}
+	first := fit(strings.TrimSpace(d.Prompt), maxCaptionLen-300) + "\n\n" + fit(metaLine(d.Model, d.Options, lang), 290)
+	album := true
+	for _, img := range imgs {
+		if int64(len(img.Data)) > b.cfg.MaxPhotoBytes || img.MIME == "image/gif" {
+			album = false
+		}
+	}
+	delivered := 0
+	var lastErr error
+	if album {
+		err := b.retry429(ctx, func(ctx context.Context) error {
+			media := make([]models.InputMedia, len(imgs))
+			for i, img := range imgs {
+				p := &models.InputMediaPhoto{Media: "attach://img" + strconv.Itoa(i), MediaAttachment: bytes.NewReader(img.Data)}
+				if i == 0 {
+					p.Caption = first
+				}
+				media[i] = p
+			}
+			_, err := b.api.SendMediaGroup(ctx, &bot.SendMediaGroupParams{ChatID: to.chat, MessageThreadID: to.thread,
+				Media: media, ReplyParameters: replyParams(to)})
+			return err
+		})
+		if err == nil {
+			delivered = len(imgs)
+		} else {
+			lastErr = err
+			b.log.Warn("telegram: album upload failed; sending one by one", "chat", to.chat, "err", b.redact(err))
+		}
+	}
+	if delivered == 0 {
+		for i, img := range imgs {
+			c := ""
+			if i == 0 {
+				c = first
+			}
+			if err := b.sendImage(ctx, to, img, c, nil); err != nil {
+				lastErr = err
+				continue
+			}
+			delivered++
+		}
+	}
+	if delivered == 0 {
+		if lastErr == nil {
+			lastErr = errors.New("no image sent")
+		}
+		var ce *core.Error
+		if errors.As(lastErr, &ce) {
+			return ce
+		}
+		return &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("telegram: deliver: %s", b.redact(lastErr))}
+	}
+	if _, err := b.sendText(ctx, to, quotaLine(d.Balance, lang), kb); err != nil {
+		// The images arrived; only the button is missing.
+		b.log.Warn("telegram: reroll message failed", "chat", to.chat, "err", b.redact(err))
+	}
+	return nil
+}

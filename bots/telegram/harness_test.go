@@ -1,0 +1,185 @@
+package telegram_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-telegram/bot/models"
+	"golang.org/x/time/rate"
+
+	"github.com/imaginebot/imaginebot/bots/telegram"
+	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
+	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/core/fetch"
+	"github.com/imaginebot/imaginebot/core/upstream"
+	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
+	"github.com/imaginebot/imaginebot/storage/memory"
+)
+
+var _ telegram.Service = (*core.Service)(nil)
+
+const wait = 5 * time.Second
+
+// People in the tests.
+var (
+	owner = telegramtest.User(1000, "owner", "en")
+	alice = telegramtest.User(1001, "alice", "en")
+	bob   = telegramtest.User(1002, "bob", "en-US")
+	li    = telegramtest.User(1003, "li_wei", "zh-hans")
+	gwen  = telegramtest.User(1004, "gwen", "en") // a group admin
+	carol = telegramtest.User(1005, "carol", "en")
+	group = telegramtest.GroupChat(-1001234567890, "Artists")
+)
+
+// env is the real wiring: the adapter over core.Service with the in-memory
+// store, the upstream client and fetcher against the fake gateway, and the
+// fake Bot API, with the bot long-polling (or in webhook mode).
+type env struct {
+	t   *testing.T
+	tg  *telegramtest.Server
+	gw  *upstreamtest.Gateway
+	svc *core.Service
+	bot *telegram.Bot
+	log *syncBuffer
+}
+
+type envConfig struct {
+	core     core.Config
+	telegram telegram.Config
+	opts     []telegram.Option
+}
+
+func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
+	t.Helper()
+	tg := telegramtest.New(t)
+	gw := upstreamtest.New(t)
+	c := envConfig{
+		core: core.Config{
+			Models: []core.Model{
+				{Name: "stable-diffusion", Label: "Stable Diffusion", Cost: 1},
+				{Name: "flux", Label: "FLUX", Cost: 2},
+			},
+			Rate:            rate.Inf,
+			Burst:           1,
+			PerUserJobs:     5,
+			Concurrency:     4,
+			QueueCap:        20,
+			JobTimeout:      10 * time.Second,
+			DeliveryTimeout: 15 * time.Second,
+			ProgressEvery:   time.Hour,
+			Quotas:          core.Quotas{Location: time.UTC, DefaultDaily: 5},
+		},
+		telegram: telegram.Config{
+			Token:            tg.Token,
+			APIBaseURL:       tg.URL,
+			Owners:           []int64{owner.ID},
+			PollTimeout:      time.Second,
+			ProgressInterval: 10 * time.Millisecond,
+		},
+	}
+	for _, m := range mods {
+		m(&c)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	f := fetch.New(fetch.Config{MaxBytes: 32 << 20, AllowedHosts: []string{"127.0.0.1"}})
+	gen := upstream.New(upstream.Config{BaseURL: gw.URL, APIKey: "sk-test-upstream-key", Retries: -1}, f, upstream.WithLogger(log))
+	svc, err := core.NewService(c.core, memory.New(), gen, core.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := telegram.New(c.telegram, svc, append([]telegram.Option{telegram.WithLogger(log)}, c.opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(wait):
+			t.Error("Run did not return after its context ended")
+		}
+		sctx, scancel := context.WithTimeout(context.Background(), wait)
+		defer scancel()
+		if err := svc.Shutdown(sctx); err != nil {
+			t.Errorf("core shutdown: %v", err)
+		}
+		if err := b.Wait(sctx); err != nil {
+			t.Errorf("bot wait: %v", err)
+		}
+		for _, secret := range []string{tg.Token, "sk-test-upstream-key"} {
+			if strings.Contains(logs.String(), secret) {
+				t.Errorf("a secret was logged:\n%s", logs.String())
+			}
+		}
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
+	return &env{t: t, tg: tg, gw: gw, svc: svc, bot: b, log: logs}
+}
+
+// send injects an update and returns it with its id set.
+func (e *env) send(u models.Update) models.Update {
+	u.ID = e.tg.Inject(u)
+	return u
+}
+
+// waitText waits for a sendMessage or editMessageText to chat whose text
+// contains every fragment.
+func (e *env) waitText(t testing.TB, chat int64, fragments ...string) telegramtest.Call {
+	t.Helper()
+	return e.tg.WaitText(t, chat, wait, fragments...)
+}
+
+func (e *env) balance(t testing.TB, scope string, u models.User) core.Balance {
+	t.Helper()
+	bal, err := e.svc.Balance(context.Background(), core.AccountKey{Scope: scope, User: core.User{Platform: core.PlatformTelegram, ID: itoa(u.ID)}.Key()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bal
+}
+
+// noParseMode checks that nothing was sent with a parse mode.
+func (e *env) noParseMode(t testing.TB) {
+	t.Helper()
+	for _, c := range e.tg.Calls("") {
+		if c.Has("parse_mode") {
+			t.Errorf("%s sent parse_mode %q", c.Method, c.Field("parse_mode"))
+		}
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// syncBuffer collects logs from every goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,74 @@
+package telegram
+
+import (
+	"context"
+	"strings"
+
+	"github.com/go-telegram/bot/models"
+
+	"github.com/imaginebot/imaginebot/core"
+)
+
+// reroll handles a press on a result's 🔄 button: the same prompt, model and
+// options again, charged to whoever pressed it, in that chat's scope, as a
+// reply to the result. The query is always answered.
+func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery) {
+	lang := core.LangFromCode(cq.From.LanguageCode)
+	cb := &callbackAnswer{b: b, id: cq.ID}
+	defer cb.answer(ctx, "", false) // whatever happened, stop the spinner
+
+	key, ok := b.rerollKey(cq.Data)
+	if !ok {
+		cb.answer(ctx, lang.Pick("This button has expired. Send the description again.", "这个按钮已失效，请重新发送描述。"), true)
+		return
+	}
+	var chat models.Chat
+	var to target
+	switch m := cq.Message; {
+	case m.Message != nil:
+		chat = m.Message.Chat
+		to = replyTarget(m.Message)
+	case m.InaccessibleMessage != nil && m.InaccessibleMessage.Chat.ID != 0:
+		// Too old for Telegram to show us; its chat and id still work.
+		chat = m.InaccessibleMessage.Chat
+		to = target{chat: chat.ID, msg: m.InaccessibleMessage.MessageID}
+	}
+	scope := ScopeOf(chat)
+	if scope == "" || cq.From.IsBot {
+		cb.answer(ctx, lang.Pick("I can't reroll here. Send the description again.", "这里无法重新生成，请重新发送描述。"), true)
+		return
+	}
+	job, err := b.svc.Job(ctx, key)
+	if err == nil && !b.sameChat(job, chat.ID) {
+		// Buttons only ever carry jobs of their own chat; anything else is
+		// crafted data fishing for another chat's prompt.
+		err = &core.Error{Code: core.CodeNotFound}
+	}
+	if err != nil {
+		if core.ErrorCode(err) != core.CodeNotFound {
+			b.log.Warn("telegram: reroll lookup failed", "job", key, "err", err)
+		}
+		cb.answer(ctx, lang.Pick("I can't find that image any more. Send the description again.", "找不到原来的图片了，请重新发送描述。"), true)
+		return
+	}
+	req := core.Request{
+		Key:     keyCallbackPrefix + cq.ID,
+		User:    coreUser(&cq.From),
+		Scope:   scope,
+		Lang:    lang,
+		Prompt:  job.Prompt,
+		Model:   job.Model,
+		Options: job.Options,
+		ReplyTo: to.replyTo(),
+	}
+	b.runJob(ctx, req, to, cb)
+}
+
+// sameChat reports whether job was made in chat (its reply target's chat).
+func (b *Bot) sameChat(job core.Job, chat int64) bool {
+	if !strings.HasPrefix(job.Key, "telegram:") {
+		return false
+	}
+	t, ok := parseReplyTo(job.ReplyTo)
+	return ok && t.chat == chat
+}
