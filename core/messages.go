@@ -87,8 +87,8 @@ func Message(err error, lang Lang) string {
 		return lang.Pick("The bot stopped while making your image. Please send your prompt again; your quota was refunded.",
 			"机器人在生成图片时中断了，请重新发送提示词；你的额度已退回。")
 	case CodeForbidden:
-		return lang.Pick("Only this chat's moderators (group administrators, server members with Manage Server) and the bot's owners can do that.",
-			"只有本群/服务器的管理员（群管理员、拥有“管理服务器”权限的成员）和机器人所有者可以这样做。") + detail
+		return lang.Pick("Only this group's moderators (its administrators) and the bot's owners can do that.",
+			"只有本群的管理员和机器人所有者可以这样做。") + detail
 	case CodeInvalidArgument:
 		return lang.Pick("That command is not valid.", "命令无效。") + detail
 	case CodeNotFound:

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imaginebot/imaginebot/bots/telegram"
+	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/storage/bolt"
+)
+
+// shutdownGrace is how long jobs in flight may run on after a stop signal
+// before they are cancelled and refunded.
+const shutdownGrace = 30 * time.Second
+
+func cmdRun(ctx context.Context, e env, args []string) error {
+	fs, cfgPath := newFlags(e, "run")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	if p := cfg.validateRun(); len(p) > 0 {
+		return &ConfigError{Problems: p}
+	}
+	return run(ctx, cfg, newLogger(e.stderr, cfg.Log), nil)
+}
+
+// run wires the bot and serves until ctx ends. ready, when not nil, gets
+// the HTTP listener's address once everything is up (tests).
+func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr string)) error {
+	db, err := bolt.Open(cfg.Storage.Path, bolt.WithLogger(log))
+	if err != nil {
+		return fmt.Errorf("open ledger: %w", err)
+	}
+	defer db.Close()
+	if n, err := db.PruneJobs(ctx, time.Now().Add(-cfg.Storage.JobRetention)); err != nil {
+		log.Warn("pruning old job records failed", "err", err)
+	} else if n > 0 {
+		log.Info("pruned old job records", "jobs", n)
+	}
+
+	coreCfg, err := coreConfig(cfg)
+	if err != nil {
+		return err
+	}
+	svc, err := core.NewService(coreCfg, db, newGenerator(cfg, log), core.WithLogger(log))
+	if err != nil {
+		return fmt.Errorf("core: %w", err)
+	}
+	interrupted, err := svc.Recover(ctx)
+	if err != nil {
+		return fmt.Errorf("recover interrupted jobs: %w", err)
+	}
+
+	tg, err := telegram.New(telegram.Config{
+		Token:            cfg.Telegram.Token,
+		APIBaseURL:       cfg.Telegram.APIBaseURL,
+		Owners:           cfg.Telegram.Owners,
+		PollTimeout:      cfg.Telegram.PollTimeout,
+		ProgressInterval: cfg.Telegram.ProgressInterval,
+		MaxPhotoBytes:    int64(cfg.Telegram.MaxPhotoBytes),
+		MaxDocumentBytes: int64(cfg.Telegram.MaxDocumentBytes),
+		WebhookURL:       cfg.Telegram.Webhook.URL,
+		WebhookSecret:    cfg.Telegram.Webhook.SecretToken,
+	}, svc, telegram.WithLogger(log))
+	if err != nil {
+		return fmt.Errorf("telegram: %w", err)
+	}
+
+	var ln net.Listener
+	if cfg.HTTP.Listen != "" {
+		if ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+	}
+
+	// The bots outlive ctx: after a stop signal they keep delivering the
+	// jobs in flight until the service has drained.
+	botCtx, stopBots := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBots()
+	g, gctx := errgroup.WithContext(botCtx)
+	g.Go(func() error { return tg.Run(gctx) })
+	var srv *http.Server
+	if ln != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintln(w, "ok")
+		})
+		if cfg.Telegram.Webhook.URL != "" {
+			mux.Handle(cfg.Telegram.Webhook.Path, tg.WebhookHandler())
+		}
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		})
+	}
+	if jobs := platformJobs(interrupted, core.PlatformTelegram); len(jobs) > 0 {
+		g.Go(func() error {
+			tg.NotifyInterrupted(gctx, jobs)
+			return nil
+		})
+	}
+	addr := ""
+	if ln != nil {
+		addr = ln.Addr().String()
+	}
+	log.Info("imaginebot started", "version", version, "db", cfg.Storage.Path, "models", len(cfg.Models),
+		"telegram", map[bool]string{true: "webhook", false: "long polling"}[cfg.Telegram.Webhook.URL != ""], "http", addr)
+	if ready != nil {
+		ready(addr)
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: finishing jobs in flight", "grace", shutdownGrace)
+	case <-gctx.Done():
+		log.Error("stopping: a component failed")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	serr := svc.Shutdown(sctx)
+	stopBots()
+	if srv != nil {
+		hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer hcancel()
+		_ = srv.Shutdown(hctx)
+	}
+	gerr := g.Wait()
+	if errors.Is(gerr, context.Canceled) {
+		gerr = nil
+	}
+	// Replies the adapter was still sending (a last error message, say).
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	werr := tg.Wait(wctx)
+	log.Info("stopped")
+	return errors.Join(gerr, serr, werr)
+}
+
+func platformJobs(jobs []core.Job, p core.Platform) []core.Job {
+	var out []core.Job
+	for _, j := range jobs {
+		if j.User.Platform == p {
+			out = append(out, j)
+		}
+	}
+	return out
+}
