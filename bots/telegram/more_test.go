@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf16"
@@ -365,4 +366,57 @@ func TestProgressNeverBlocks(t *testing.T) {
 	}
 	close(unblock)
 	tg.WaitCall(t, "sendPhoto", wait)
+}
+
+// A flood of updates must not turn into a flood of goroutines: past
+// MaxHandlers, intake waits (long polling stops fetching) until work ends.
+func TestFloodIsBounded(t *testing.T) {
+	tg := telegramtest.New(t)
+	release := make(chan struct{})
+	var running, peak, total atomic.Int64
+	svc := &fakeService{imagine: func(ctx context.Context, req core.Request, rep core.Reporter) (core.Receipt, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		total.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-release
+		return core.Receipt{}, &core.Error{Code: core.CodeQueueFull}
+	}}
+	b, err := telegram.New(telegram.Config{Token: tg.Token, APIBaseURL: tg.URL, PollTimeout: time.Second, MaxHandlers: 8}, svc, telegram.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.Run(ctx)
+	}()
+	const flood = 200
+	for i := range flood {
+		tg.Inject(tg.PrivateText(telegramtest.User(int64(1000+i), "", "en"), "a cat"))
+	}
+	if !tg.WaitFor(wait, func() bool { return running.Load() == 8 }) {
+		t.Fatalf("running = %d, want 8", running.Load())
+	}
+	time.Sleep(100 * time.Millisecond) // would more start if nothing held them back?
+	if p := peak.Load(); p != 8 {
+		t.Fatalf("peak handlers = %d, want 8", p)
+	}
+	close(release)
+	if !tg.WaitFor(5*wait, func() bool { return total.Load() == flood }) {
+		t.Fatalf("handled %d of %d updates", total.Load(), flood)
+	}
+	cancel()
+	<-done
+	wctx, wcancel := context.WithTimeout(context.Background(), wait)
+	defer wcancel()
+	if err := b.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -56,7 +56,7 @@ func (b *Bot) onUpdate(ctx context.Context, _ *bot.Bot, upd *models.Update) {
 		return
 	}
 	wctx := context.WithoutCancel(ctx)
-	if !b.spawn(func() { work(wctx) }) {
+	if !b.spawn(ctx, func() { work(wctx) }) {
 		b.log.Info("telegram: update dropped: shutting down", "update", upd.ID)
 	}
 }

@@ -33,8 +33,9 @@ const (
 	DefaultAPIBaseURL       = "https://api.telegram.org"
 	DefaultPollTimeout      = 50 * time.Second
 	DefaultProgressInterval = 3 * time.Second
-	DefaultMaxPhotoBytes    = 10 << 20
-	DefaultMaxDocumentBytes = 50 << 20
+	DefaultMaxPhotoBytes    = 10_000_000 // Telegram: "at most 10 MB"
+	DefaultMaxDocumentBytes = 50_000_000
+	DefaultMaxHandlers      = 256
 )
 
 // Telegram limits.
@@ -57,6 +58,11 @@ type Config struct {
 	MaxDocumentBytes int64         // bigger images go as links
 	WebhookURL       string        // "" = long polling
 	WebhookSecret    string        // required in webhook mode: 1–256 of A–Z a–z 0–9 _ -
+	// MaxHandlers bounds the updates handled at once. Past it, intake waits:
+	// long polling stops fetching (Telegram keeps the updates) and webhook
+	// requests are held, so a flood cannot grow memory. It must exceed
+	// core's concurrency + queue cap, or refusals would wait behind jobs.
+	MaxHandlers int
 }
 
 var secretRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,256}$`)
@@ -106,6 +112,9 @@ func (c *Config) defaults() {
 		c.MaxDocumentBytes = DefaultMaxDocumentBytes
 	}
 	c.MaxDocumentBytes = max(c.MaxDocumentBytes, c.MaxPhotoBytes)
+	if c.MaxHandlers <= 0 {
+		c.MaxHandlers = DefaultMaxHandlers
+	}
 }
 
 // Service is what the adapter needs from core; *core.Service satisfies it.
@@ -192,6 +201,8 @@ type Bot struct {
 	rerolls  *lru[string, string] // short callback token → job key
 	seen     *lru[int64, bool]    // recent update ids: a redelivered update runs once
 
+	slots chan struct{} // one per update being handled (Config.MaxHandlers)
+
 	mu       sync.Mutex
 	username string          // the bot's @username, without "@"
 	base     context.Context // Run's context, for webhook updates; nil before Run
@@ -216,6 +227,7 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 		sleep:  sleepCtx,
 		now:    time.Now,
 		owners: map[int64]bool{},
+		slots:  make(chan struct{}, cfg.MaxHandlers),
 	}
 	for _, o := range opts {
 		o(b)
@@ -341,18 +353,26 @@ func (b *Bot) Wait(ctx context.Context) error {
 	}
 }
 
-// spawn runs fn in a goroutine counted by Wait; it reports false once Wait
-// has been called.
-func (b *Bot) spawn(fn func()) bool {
+// spawn runs fn in a goroutine counted by Wait, once one of the handler
+// slots is free: waiting here is the backpressure that bounds a flood. It
+// reports false when ctx ends first or once Wait has been called.
+func (b *Bot) spawn(ctx context.Context, fn func()) bool {
+	select {
+	case b.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
+		<-b.slots
 		return false
 	}
 	b.inflight.Add(1)
 	b.mu.Unlock()
 	go func() {
 		defer b.inflight.Done()
+		defer func() { <-b.slots }()
 		fn()
 	}()
 	return true

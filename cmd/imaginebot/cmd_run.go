@@ -72,6 +72,8 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 		MaxDocumentBytes: int64(cfg.Telegram.MaxDocumentBytes),
 		WebhookURL:       cfg.Telegram.Webhook.URL,
 		WebhookSecret:    cfg.Telegram.Webhook.SecretToken,
+		// Room for every job core admits plus the refusals of the rest.
+		MaxHandlers: coreCfg.Concurrency + coreCfg.QueueCap + 64,
 	}, svc, telegram.WithLogger(log))
 	if err != nil {
 		return fmt.Errorf("telegram: %w", err)

@@ -58,8 +58,8 @@ func (c *Config) applyDefaults() {
 	def(&t.APIBaseURL, "https://api.telegram.org")
 	def(&t.PollTimeout, 50*time.Second)
 	def(&t.ProgressInterval, 3*time.Second)
-	def(&t.MaxPhotoBytes, 10<<20)
-	def(&t.MaxDocumentBytes, 50<<20)
+	def(&t.MaxPhotoBytes, 10_000_000) // Telegram's limits, in decimal megabytes
+	def(&t.MaxDocumentBytes, 50_000_000)
 	def(&t.Webhook.Path, "/telegram/webhook")
 	if t.Webhook.URL != "" {
 		def(&c.HTTP.Listen, ":8080")
