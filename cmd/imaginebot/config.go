@@ -43,6 +43,7 @@ type UpstreamConfig struct {
 	Temperature       *float64      `yaml:"temperature"`
 	TopP              *float64      `yaml:"top_p"`
 	MaxTokens         *int          `yaml:"max_tokens"`
+	N                 int           `yaml:"n"`
 }
 
 type ModelConfig struct {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +194,35 @@ func TestParseByteSize(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExampleDocumentsEveryKey keeps config.example.yaml complete: every key
+// of Config appears in it (set, or commented out with its comment).
+func TestExampleDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	var walk func(typ reflect.Type, path string)
+	walk = func(typ reflect.Type, path string) {
+		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
+			typ = typ.Elem()
+		}
+		if typ.Kind() != reflect.Struct {
+			return
+		}
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if key == "" {
+				continue
+			}
+			if !regexp.MustCompile(`(?m)^[ #-]*` + regexp.QuoteMeta(key) + `:`).MatchString(text) {
+				t.Errorf("config.example.yaml does not document %s", join(path, key))
+			}
+			walk(f.Type, join(path, key))
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
 }

@@ -108,6 +108,9 @@ func (c *Config) validate() []string {
 	if u.TopP != nil && (*u.TopP <= 0 || *u.TopP > 1) {
 		p.add("upstream.top_p", "%g is out of range; use a value in (0, 1] or remove it", *u.TopP)
 	}
+	if u.N < 0 || u.N > 4 {
+		p.add("upstream.n", "%d is out of range; use 1 to 4 images per request (default 1)", u.N)
+	}
 	if u.MaxTokens != nil && *u.MaxTokens <= 0 {
 		p.add("upstream.max_tokens", "%d must be positive, or remove it", *u.MaxTokens)
 	}

@@ -74,6 +74,7 @@ func newGenerator(c *Config, log *slog.Logger) *upstream.Client {
 		Temperature:       u.Temperature,
 		TopP:              u.TopP,
 		MaxTokens:         u.MaxTokens,
+		N:                 u.N,
 	}, f, upstream.WithLogger(log))
 }
 
