@@ -256,7 +256,13 @@ func (f *fakeService) Imagine(ctx context.Context, req core.Request, rep core.Re
 
 func runFake(t *testing.T, tg *telegramtest.Server, svc *fakeService, interval time.Duration) *telegram.Bot {
 	t.Helper()
-	b, err := telegram.New(telegram.Config{Token: tg.Token, APIBaseURL: tg.URL, PollTimeout: time.Second, ProgressInterval: interval}, svc, telegram.WithLogger(quiet))
+	return runFakeConfig(t, svc, telegram.Config{Token: tg.Token, APIBaseURL: tg.URL, PollTimeout: time.Second, ProgressInterval: interval})
+}
+
+// runFakeConfig runs a bot over svc until the test ends, then waits for it.
+func runFakeConfig(t *testing.T, svc *fakeService, cfg telegram.Config) *telegram.Bot {
+	t.Helper()
+	b, err := telegram.New(cfg, svc, telegram.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,16 +393,7 @@ func TestFloodIsBounded(t *testing.T) {
 		<-release
 		return core.Receipt{}, &core.Error{Code: core.CodeQueueFull}
 	}}
-	b, err := telegram.New(telegram.Config{Token: tg.Token, APIBaseURL: tg.URL, PollTimeout: time.Second, MaxHandlers: 8}, svc, telegram.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = b.Run(ctx)
-	}()
+	runFakeConfig(t, svc, telegram.Config{Token: tg.Token, APIBaseURL: tg.URL, PollTimeout: time.Second, MaxHandlers: 8})
 	const flood = 200
 	for i := range flood {
 		tg.Inject(tg.PrivateText(telegramtest.User(int64(1000+i), "", "en"), "a cat"))
@@ -411,12 +408,5 @@ func TestFloodIsBounded(t *testing.T) {
 	close(release)
 	if !tg.WaitFor(5*wait, func() bool { return total.Load() == flood }) {
 		t.Fatalf("handled %d of %d updates", total.Load(), flood)
-	}
-	cancel()
-	<-done
-	wctx, wcancel := context.WithTimeout(context.Background(), wait)
-	defer wcancel()
-	if err := b.Wait(wctx); err != nil {
-		t.Fatal(err)
 	}
 }
