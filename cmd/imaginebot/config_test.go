@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -225,4 +226,14 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
+}
+
+func TestAllowPrivateHosts(t *testing.T) {
+	path := writeConfig(t, "images:\n  allow_private_hosts: [10.0.0.0/8, gateway.lan, 192.168.1.5, \"http://x\", \"*.lan\"]\n", 0o600)
+	_, err := LoadConfig(path, envMap(nil), func(string) {})
+	msg := fmt.Sprint(err)
+	if !strings.Contains(msg, `images.allow_private_hosts[3]: "http://x"`) || !strings.Contains(msg, `images.allow_private_hosts[4]: "*.lan"`) ||
+		strings.Contains(msg, "[0]") || strings.Contains(msg, "[1]") || strings.Contains(msg, "[2]") {
+		t.Fatalf("err = %v", err)
+	}
 }

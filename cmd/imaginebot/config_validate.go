@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/core/fetch"
 )
 
 func (c *Config) applyDefaults() {
@@ -180,8 +180,9 @@ func (c *Config) validate() []string {
 		p.add("images.max_bytes", "%d is out of range; use 1KiB to 200MiB (default 20MiB)", c.Images.MaxBytes)
 	}
 	for i, h := range c.Images.AllowPrivateHosts {
-		if !validHostOrCIDR(h) {
-			p.add(fmt.Sprintf("images.allow_private_hosts[%d]", i), "%q is not a hostname, IP address or CIDR", h)
+		// The fetcher's own parser decides what an entry may be.
+		if err := (fetch.Config{AllowedHosts: []string{h}}).Validate(); err != nil {
+			p.add(fmt.Sprintf("images.allow_private_hosts[%d]", i), "%q is not a bare hostname, IP address or CIDR (no scheme, port or wildcard)", h)
 		}
 	}
 
@@ -269,14 +270,4 @@ func (p *problems) url(key, raw string, httpsOnly bool) {
 	case u.User != nil:
 		p.add(key, "must not carry credentials; put keys in their own setting")
 	}
-}
-
-func validHostOrCIDR(h string) bool {
-	if _, err := netip.ParsePrefix(h); err == nil {
-		return true
-	}
-	if _, err := netip.ParseAddr(h); err == nil {
-		return true
-	}
-	return hostnameRe.MatchString(h)
 }
