@@ -65,12 +65,22 @@ type Config struct {
 	MaxHandlers int
 }
 
-var secretRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,256}$`)
+var (
+	secretRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,256}$`)
+	tokenRe  = regexp.MustCompile(`^[0-9]+:[A-Za-z0-9_-]+$`)
+)
+
+// ValidSecret reports whether s may be a webhook secret token (Telegram
+// allows 1–256 of A–Z a–z 0–9 _ -).
+func ValidSecret(s string) bool { return secretRe.MatchString(s) }
+
+// ValidToken reports whether s looks like a bot token from @BotFather.
+func ValidToken(s string) bool { return tokenRe.MatchString(s) }
 
 // Validate reports every problem in c at once.
 func (c Config) Validate() error {
 	var errs []error
-	if strings.TrimSpace(c.Token) == "" || strings.ContainsAny(c.Token, " \t\r\n/") {
+	if !ValidToken(c.Token) {
 		errs = append(errs, errors.New("telegram: the bot token is empty or malformed"))
 	}
 	if c.APIBaseURL != "" {
@@ -85,7 +95,7 @@ func (c Config) Validate() error {
 		if u, err := url.Parse(c.WebhookURL); err != nil || u.Scheme != "https" || u.Host == "" {
 			errs = append(errs, fmt.Errorf("telegram: webhook URL %q is not an https URL", c.WebhookURL))
 		}
-		if !secretRe.MatchString(c.WebhookSecret) {
+		if !ValidSecret(c.WebhookSecret) {
 			errs = append(errs, errors.New("telegram: webhook mode needs a secret of 1–256 characters A–Z a–z 0–9 _ -"))
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/fetch"
 )
@@ -77,8 +78,6 @@ func ptr[T any](v T) *T { return &v }
 
 var (
 	modelNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$`)
-	tgTokenRe   = regexp.MustCompile(`^[0-9]+:[A-Za-z0-9_-]+$`)
-	tgSecretRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,256}$`)
 	hostnameRe  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
 	logLevels   = []string{"debug", "info", "warn", "error"}
 	logFormats  = []string{"text", "json"}
@@ -205,7 +204,7 @@ func (c *Config) validate() []string {
 	}
 
 	t := c.Telegram
-	if t.Token != "" && !tgTokenRe.MatchString(t.Token) {
+	if t.Token != "" && !telegram.ValidToken(t.Token) {
 		p.add("telegram.token", "does not look like a bot token (123456:ABC-…); copy it from @BotFather into IMAGINEBOT_TELEGRAM_TOKEN")
 	}
 	p.url("telegram.api_base_url", t.APIBaseURL, false)
@@ -225,7 +224,7 @@ func (c *Config) validate() []string {
 	}
 	if w := t.Webhook; w.URL != "" {
 		p.url("telegram.webhook.url", w.URL, true)
-		if !tgSecretRe.MatchString(w.SecretToken) {
+		if !telegram.ValidSecret(w.SecretToken) {
 			p.add("telegram.webhook.secret_token", "is missing or invalid; set IMAGINEBOT_TELEGRAM_WEBHOOK_SECRET to 1–256 characters of A–Z a–z 0–9 _ -")
 		}
 		if !strings.HasPrefix(w.Path, "/") {
