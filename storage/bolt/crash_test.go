@@ -21,6 +21,7 @@ import (
 
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/storage/bolt"
+	"github.com/imaginebot/imaginebot/storage/ledgertest"
 )
 
 // The helper processes are this test binary run again with these variables set.
@@ -296,29 +297,11 @@ func recoverAndCheck(t *testing.T, path string, run int) (recovered, jobs int) {
 		granted[core.AccountKey{Scope: e.Scope, User: e.Target}] += n
 	}
 	for _, k := range crashAccounts {
-		history, err := db.RecentJobs(ctx, k, 1<<30)
+		tally, err := ledgertest.Invariant(ctx, db, l, k, crashQuotas.DefaultDaily+crashCredits, granted[k], crashNow)
 		if err != nil {
-			t.Fatal(err)
+			t.Errorf("run %d: %v", run, err)
 		}
-		jobs += len(history)
-		var committed, pendingUnits int
-		for _, j := range history {
-			switch j.State {
-			case core.JobCommitted:
-				committed += j.Units
-			case core.JobPending:
-				pendingUnits += j.Units
-			}
-		}
-		bal, err := l.Balance(ctx, k, crashNow)
-		if err != nil {
-			t.Fatal(err)
-		}
-		initial := crashQuotas.DefaultDaily + crashCredits
-		if initial+granted[k] != bal.Remaining()+committed+pendingUnits {
-			t.Errorf("run %d: %s: initial %d + granted %d != remaining %d + committed %d + pending %d",
-				run, k, initial, granted[k], bal.Remaining(), committed, pendingUnits)
-		}
+		jobs += tally.Jobs
 	}
 	return len(pending), jobs
 }
