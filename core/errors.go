@@ -38,7 +38,8 @@ const (
 	CodeTimeout          Code = "timeout"
 	CodeImageRejected    Code = "image_rejected" // unsafe URL, too large, not an image
 	CodeDeliveryFailed   Code = "delivery_failed"
-	CodeInterrupted      Code = "interrupted" // the bot stopped while the job ran
+	CodeInterrupted      Code = "interrupted"          // the bot stopped while the job ran
+	CodeDeliveryCut      Code = "delivery_interrupted" // the bot stopped while sending the result: it may have arrived
 
 	// Moderator operations.
 	CodeForbidden       Code = "forbidden"

@@ -27,6 +27,8 @@ type Job struct {
 	State       JobState
 	Outcome     Code   // "" when delivered, else why it failed
 	ReplyTo     string // adapter-defined reply target, to tell the user after a crash
+	Status      string // adapter-defined reference to the job's status message, to edit it after a crash
+	Delivering  bool   // the result was being sent: after a crash the picture may have arrived
 	Lang        Lang
 	Created     time.Time
 	Finished    time.Time

@@ -113,6 +113,45 @@ func (l *Ledger) Refund(ctx context.Context, key string, reason Code, now time.T
 	return wrapStore("refund", err)
 }
 
+// Delivering records that a pending job's result is about to be sent, so a
+// crash before Commit is recovered as "the picture may have arrived" rather
+// than as a job to send again.
+func (l *Ledger) Delivering(ctx context.Context, key string) error {
+	return l.updatePending(ctx, "delivering", key, func(j *Job) bool {
+		if j.Delivering {
+			return false
+		}
+		j.Delivering = true
+		return true
+	})
+}
+
+// NoteStatus stores the adapter's reference to a pending job's status
+// message, so recovery can turn it into the apology instead of leaving a
+// "generating…" message behind. Settled jobs are left alone.
+func (l *Ledger) NoteStatus(ctx context.Context, key, ref string) error {
+	return l.updatePending(ctx, "note status", key, func(j *Job) bool {
+		if j.Status == ref {
+			return false
+		}
+		j.Status = ref
+		return true
+	})
+}
+
+// updatePending applies change to a pending job; a settled or missing job is
+// left as it is (the job moved on meanwhile).
+func (l *Ledger) updatePending(ctx context.Context, op, key string, change func(*Job) bool) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		j, ok, err := tx.Job(key)
+		if err != nil || !ok || j.State != JobPending || !change(&j) {
+			return err
+		}
+		return tx.PutJob(j)
+	})
+	return wrapStore(op, err)
+}
+
 // settle loads the job to move to state: settled is true when it is there
 // already (commit and refund are idempotent); a job settled the other way,
 // or missing, is an error.

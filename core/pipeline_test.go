@@ -439,16 +439,19 @@ func TestImagineQueueFullAndFairness(t *testing.T) {
 		submit(fmt.Sprintf("a%d", i), alice, fmt.Sprintf("a%d", i))
 		waitFor(t, func() bool { return len(reps[fmt.Sprintf("a%d", i)].positions()) > 0 })
 	}
+	if p := reps["a3"].positions(); p[0] != 3 {
+		t.Fatalf("a3 positions = %v, want to start at 3", p)
+	}
 	submit("b1", bob, "b1")
 	waitFor(t, func() bool { return len(reps["b1"].positions()) > 0 })
-	waitFor(t, func() bool { p := reps["a3"].positions(); return p[len(p)-1] == 4 })
 	// 1 running + 4 queued: the next job is refused.
 	_, err := e.svc.Imagine(context.Background(), req("c", core.User{Platform: core.PlatformTelegram, ID: "3"}, "c"), &fakeReporter{})
 	if core.ErrorCode(err) != core.CodeQueueFull {
 		t.Fatalf("err = %v, want queue full", err)
 	}
-	// Bob arrived last but is served right after alice's first queued job.
-	if p := reps["b1"].positions(); p[len(p)-1] != 2 {
+	// Bob arrived last but stands in line right behind alice: after her
+	// next job she goes to the back, behind him.
+	if p := reps["b1"].positions(); p[0] != 2 {
 		t.Fatalf("bob's position = %v, want 2", p)
 	}
 	for i := range 5 {
@@ -462,16 +465,59 @@ func TestImagineQueueFullAndFairness(t *testing.T) {
 	if fmt.Sprint(order) != fmt.Sprint(want) {
 		t.Fatalf("order = %v, want %v", order, want)
 	}
-	// Bob's arrival pushed a3 back once; after that positions only go down
-	// (updates may coalesce, so not every step is seen).
-	p := reps["a3"].positions()
-	if p[0] != 3 || p[1] != 4 {
+	// a3 learns it moved behind bob once alice's earlier jobs went, and
+	// every step below ten is shown.
+	if p := reps["a3"].positions(); fmt.Sprint(p) != "[3 2 1]" {
 		t.Fatalf("a3 positions = %v", p)
 	}
-	for i := 2; i < len(p); i++ {
-		if p[i] >= p[i-1] {
-			t.Fatalf("a3 positions = %v", p)
+}
+
+// TestImagineArrivalOrder: jobs are served in the order their events
+// arrived (Request.Seq), not the order their reservations finished.
+func TestImagineArrivalOrder(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) { c.Concurrency = 1 })
+	var mu sync.Mutex
+	var order []string
+	gate := make(chan struct{})
+	e.gen.fn = func(ctx context.Context, r core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		mu.Lock()
+		order = append(order, r.Prompt)
+		mu.Unlock()
+		<-gate
+		return []core.Image{pngImage()}, nil
+	}
+	users := make([]core.User, 6)
+	seqs := make([]uint64, 6)
+	for i := range users {
+		users[i] = core.User{Platform: core.PlatformTelegram, ID: fmt.Sprint(100 + i)}
+		seqs[i] = e.svc.Arrival()
+	}
+	var wg sync.WaitGroup
+	run := func(i int, rep *fakeReporter) {
+		defer wg.Done()
+		r := req(fmt.Sprint("k", i), users[i], fmt.Sprint("p", i))
+		r.Seq = seqs[i]
+		if _, err := e.svc.Imagine(context.Background(), r, rep); err != nil {
+			t.Error(err)
 		}
+	}
+	// p0 takes the slot; the others reach the queue in reverse order of
+	// their arrival.
+	wg.Add(1)
+	go run(0, &fakeReporter{})
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 1 })
+	for i := 5; i >= 1; i-- {
+		rep := &fakeReporter{}
+		wg.Add(1)
+		go run(i, rep)
+		waitFor(t, func() bool { return len(rep.positions()) > 0 })
+	}
+	for range 6 {
+		gate <- struct{}{}
+	}
+	wg.Wait()
+	if want := "[p0 p1 p2 p3 p4 p5]"; fmt.Sprint(order) != want {
+		t.Fatalf("order = %v, want %s", order, want)
 	}
 }
 

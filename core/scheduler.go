@@ -1,49 +1,102 @@
 package core
 
 import (
-	"container/list"
+	"container/heap"
 	"context"
+	"slices"
 	"sync"
+	"time"
 )
 
-// scheduler admits jobs to the upstream: at most `slots` run at once, and
-// waiting jobs are served round-robin across users, so one user's burst
-// cannot starve the others. Jobs wait in their own goroutine (the caller's),
-// so no worker pool is needed.
+// scheduler admits jobs to the upstream: at most `slots` run at once, the
+// rest wait in a fair queue.
+//
+// The queue is round robin over users, first come first served: users stand
+// in one line, ordered by when their event arrived (its arrival sequence,
+// the order of the platform's updates or interactions); the user at the
+// front runs one job and, with more waiting, goes to the back of the line,
+// behind everyone who arrived meanwhile. So the queue is plain FIFO while
+// everyone has one job, one user's burst costs the others at most one slot
+// per turn, and nobody starves however many newcomers arrive.
+//
+// The cost per job does not grow with the queue: joining and leaving the
+// line is a binary search near its end or its front, and a waiter's position
+// is computed only when it may have changed enough to be worth showing (see
+// nextShown) or when refreshEvery has passed, never by renumbering every
+// waiter when a slot frees. Waiting holds no goroutine of the scheduler's:
+// only the caller's, blocked on its channel.
 type scheduler struct {
-	mu      sync.Mutex
-	slots   int
-	running int
-	queues  map[string]*list.List // user → FIFO of *waiter
-	ring    []string              // users with waiters, in service order
-	next    int                   // index in ring of the user served next
-	waiting int
-	closed  bool
+	refreshEvery time.Duration // a waiter's changed position is re-sent this often
+	// arrivals reads the service's arrival counter: a user going to the
+	// back of the line goes behind every event that arrived before.
+	arrivals func() uint64
+
+	mu       sync.Mutex
+	slots    int
+	running  int
+	waiting  int
+	closed   bool
+	line     queue[*account]     // users with waiting jobs, in service order
+	users    map[string]*account // the same, by user
+	multi    queue[*account]     // those with more than one job waiting, in the same order
+	maxSeq   uint64              // highest arrival sequence queued
+	order    uint64              // tie-break: the order things were queued in
+	removals uint64              // jobs that left the queue: the clock of the watches
+	watches  watchHeap
+}
+
+// account is one user's place in the line and their waiting jobs.
+type account struct {
+	user     string
+	jobs     queue[*waiter] // by arrival
+	key, n   uint64         // place in the line: arrival sequence, then order
+	rejoined bool           // key is from going to the back, not from arrival
 }
 
 type waiter struct {
-	user    string
-	ready   chan struct{} // closed when admitted
-	moved   chan struct{} // signalled (cap 1) when pos changed
-	pos     int           // guarded by scheduler.mu
-	granted bool          // guarded by scheduler.mu
-	elem    *list.Element
+	acct  *account
+	seq   uint64 // arrival sequence
+	n     uint64 // queue order, breaks ties of seq
+	ready chan struct{}
+
+	// Guarded by scheduler.mu.
+	granted bool   // ready was closed to admit; otherwise the scheduler closed
+	done    bool   // left the queue
+	shown   int    // position last sent
+	version int    // bumps with every position to send
+	due     uint64 // removal count at which to look again (while in watches)
+	hidx    int    // index in watches, -1 when not watched
+	timer   *time.Timer
+
+	onPos func(int)
+	// pushMu orders position sends: a later position is never overtaken
+	// by an earlier one computed in another goroutine.
+	pushMu sync.Mutex
+	sent   int // version last sent, guarded by pushMu
 }
 
-func newScheduler(slots int) *scheduler {
-	return &scheduler{slots: max(1, slots), queues: map[string]*list.List{}}
+func newScheduler(slots int, arrivals func() uint64) *scheduler {
+	if arrivals == nil {
+		arrivals = func() uint64 { return 0 }
+	}
+	return &scheduler{
+		refreshEvery: 30 * time.Second,
+		arrivals:     arrivals,
+		slots:        max(1, slots),
+		line:         queue[*account]{before: inLine},
+		users:        map[string]*account{},
+		multi:        queue[*account]{before: inLine},
+	}
 }
 
-// queued reports how many jobs wait for a slot.
-func (s *scheduler) queued() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.waiting
-}
+// inLine orders accounts in the line: by arrival, then by queue order.
+func inLine(a, b *account) bool { return a.key < b.key || (a.key == b.key && a.n < b.n) }
 
-// acquire waits for a slot for user, calling onPos with the 1-based queue
-// position whenever it changes. The returned release must be called once.
-func (s *scheduler) acquire(ctx context.Context, user string, onPos func(int)) (release func(), err error) {
+// acquire waits for a slot for user's job, which arrived with sequence seq
+// (lower is earlier). onPos gets the 1-based queue position when the job
+// starts waiting and whenever it changed enough to show. The returned
+// release must be called once.
+func (s *scheduler) acquire(ctx context.Context, user string, seq uint64, onPos func(int)) (release func(), err error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -54,54 +107,32 @@ func (s *scheduler) acquire(ctx context.Context, user string, onPos func(int)) (
 		s.mu.Unlock()
 		return s.releaseFunc(), nil
 	}
-	w := &waiter{user: user, ready: make(chan struct{}), moved: make(chan struct{}, 1)}
-	q := s.queues[user]
-	if q == nil {
-		q = list.New()
-		s.queues[user] = q
-		s.ring = append(s.ring, user)
-	}
-	w.elem = q.PushBack(w)
-	s.waiting++
-	s.reposition()
+	w, first := s.join(user, seq, onPos)
 	s.mu.Unlock()
+	first.send()
 
-	last := 0
-	for {
-		select {
-		case <-w.ready:
-			return s.releaseFunc(), nil
-		case <-w.moved:
-			s.mu.Lock()
-			if w.granted {
-				s.mu.Unlock()
-				continue // ready is closed: the next select returns
-			}
-			if s.closed {
-				s.remove(w)
-				s.mu.Unlock()
-				return nil, &Error{Code: CodeShuttingDown}
-			}
-			pos := w.pos
-			s.mu.Unlock()
-			if pos != last && onPos != nil {
-				last = pos
-				onPos(pos)
-			}
-		case <-ctx.Done():
-			s.mu.Lock()
-			if w.granted {
-				// Admitted while cancelling: hand the slot back.
-				s.mu.Unlock()
-				s.releaseFunc()()
-				return nil, ctx.Err()
-			}
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+		s.mu.Lock()
+		if !w.done {
 			s.remove(w)
-			s.reposition()
+			due := s.due()
 			s.mu.Unlock()
+			due.send()
 			return nil, ctx.Err()
 		}
+		s.mu.Unlock()
+		if w.granted {
+			// Admitted while cancelling: hand the slot back.
+			s.releaseFunc()()
+		}
+		return nil, ctx.Err()
 	}
+	if !w.granted {
+		return nil, &Error{Code: CodeShuttingDown}
+	}
+	return s.releaseFunc(), nil
 }
 
 func (s *scheduler) releaseFunc() func() {
@@ -109,92 +140,252 @@ func (s *scheduler) releaseFunc() func() {
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
-			defer s.mu.Unlock()
 			s.running--
-			s.dispatch()
+			ps := s.dispatch()
+			ps = append(ps, s.due()...)
+			s.mu.Unlock()
+			ps.send()
 		})
 	}
 }
 
-// dispatch admits waiters while slots are free. Callers hold mu.
-func (s *scheduler) dispatch() {
-	admitted := false
+// join queues a job and returns its first position to send. Callers hold mu.
+func (s *scheduler) join(user string, seq uint64, onPos func(int)) (*waiter, push) {
+	s.maxSeq = max(s.maxSeq, seq)
+	s.order++
+	w := &waiter{seq: seq, n: s.order, ready: make(chan struct{}), onPos: onPos, hidx: -1}
+	a := s.users[user]
+	if a == nil {
+		a = &account{user: user, key: seq, n: s.order,
+			jobs: queue[*waiter]{before: func(a, b *waiter) bool { return a.seq < b.seq || (a.seq == b.seq && a.n < b.n) }}}
+		s.users[user] = a
+		a.jobs.insert(w)
+		s.line.insert(a)
+	} else {
+		if a.jobs.len() > 1 {
+			s.multi.delete(a)
+		}
+		if a.jobs.insert(w); a.jobs.front() == w && !a.rejoined && seq < a.key {
+			// An earlier event of a user still waiting for their first
+			// turn reached the queue late: it takes their place by arrival.
+			s.line.delete(a)
+			a.key = seq
+			s.line.insert(a)
+		}
+		s.multi.insert(a)
+	}
+	w.acct = a
+	s.waiting++
+	pos := s.position(w)
+	first := s.show(w, pos)
+	s.watch(w, pos)
+	return w, first
+}
+
+// dispatch admits waiters while slots are free: the first job of the user at
+// the front of the line, who then goes to the back if they have more.
+// Callers hold mu; it returns the positions to send.
+func (s *scheduler) dispatch() pushes {
+	var out pushes
 	for s.running < s.slots && s.waiting > 0 && !s.closed {
-		if s.next >= len(s.ring) {
-			s.next = 0
+		a := s.line.popFront()
+		if a.jobs.len() > 1 {
+			s.multi.popFront() // the same account: both keep line order
 		}
-		user := s.ring[s.next]
-		w := s.queues[user].Front().Value.(*waiter)
-		s.remove(w)
-		// remove() dropped the user from the ring if that was their last job,
-		// which already moved s.next to the following user.
-		if _, still := s.queues[user]; still {
-			s.next++
-		}
+		w := a.jobs.popFront()
+		s.leave(w)
 		w.granted = true
 		s.running++
 		close(w.ready)
-		admitted = true
+		if a.jobs.len() == 0 {
+			delete(s.users, a.user)
+			continue
+		}
+		s.order++
+		a.key, a.n, a.rejoined = max(s.maxSeq, s.arrivals()), s.order, true
+		s.line.insert(a)
+		if a.jobs.len() > 1 {
+			s.multi.insert(a)
+		}
+		// Their next job is first in their own queue now: its position
+		// jumps.
+		next := a.jobs.front()
+		pos := s.position(next)
+		out = append(out, s.show(next, pos))
+		s.watch(next, pos)
 	}
-	if admitted {
-		s.reposition()
-	}
+	return out
 }
 
-// remove takes w out of its user's queue. Callers hold mu.
+// remove takes a cancelled waiter out of the queue; its user keeps their
+// place in the line for their next job. Callers hold mu.
 func (s *scheduler) remove(w *waiter) {
-	q := s.queues[w.user]
-	q.Remove(w.elem)
-	s.waiting--
-	if q.Len() > 0 {
+	a := w.acct
+	wasFront := a.jobs.front() == w
+	a.jobs.delete(w)
+	s.leave(w)
+	switch a.jobs.len() {
+	case 0:
+		s.line.delete(a)
+		delete(s.users, a.user)
 		return
+	case 1:
+		s.multi.delete(a)
 	}
-	delete(s.queues, w.user)
-	for i, u := range s.ring {
-		if u == w.user {
-			s.ring = append(s.ring[:i], s.ring[i+1:]...)
-			if i < s.next {
-				s.next--
-			}
-			break
-		}
-	}
-	if s.next >= len(s.ring) {
-		s.next = 0
+	if wasFront {
+		next := a.jobs.front()
+		s.watch(next, s.position(next))
 	}
 }
 
-// reposition recomputes every waiter's position in the order dispatch will
-// serve them (round by round from s.next) and signals those that moved.
-// O(waiting), bounded by the queue cap. Callers hold mu.
-func (s *scheduler) reposition() {
-	n := len(s.ring)
-	if n == 0 {
+// leave is the bookkeeping shared by every way out of the queue.
+func (s *scheduler) leave(w *waiter) {
+	w.done = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	if w.hidx >= 0 {
+		heap.Remove(&s.watches, w.hidx)
+	}
+	s.waiting--
+	s.removals++
+}
+
+// position is w's 1-based place in the order dispatch will serve, if nobody
+// else arrives. For a user's first waiting job that is its user's place in
+// the line. A later job, k turns behind, waits for everyone else in the
+// line to run min(their jobs, k) jobs (one more for those ahead): every user
+// with one job once, and those with several counted apart. O(log n) for
+// k ≤ 1, which is every job unless users may queue three or more; O(users
+// with several jobs) beyond. Callers hold mu.
+func (s *scheduler) position(w *waiter) int {
+	a := w.acct
+	k := a.jobs.index(w)
+	if k == 0 {
+		return s.line.index(a) + 1
+	}
+	ahead := s.multi.index(a) // users with several jobs ahead of a
+	// k own jobs, one each for users with a single job, then the others.
+	pos := k + 1 + s.line.len() - s.multi.len()
+	if k == 1 {
+		return pos + s.multi.len() - 1 + ahead
+	}
+	for i, b := range s.multi.items[s.multi.head:] {
+		switch {
+		case b == a:
+		case i < ahead:
+			pos += min(b.jobs.len(), k+1)
+		default:
+			pos += min(b.jobs.len(), k)
+		}
+	}
+	return pos
+}
+
+// nextShown is the position below which a waiter shown at p is told again:
+// every step of the last ten, each ten below a hundred (99, 89 … 19, 9), and
+// further back only when refreshEvery passes. So a waiter costs a bounded
+// number of updates however long the queue, not one per job ahead of it.
+func nextShown(p int) int {
+	switch {
+	case p <= 10:
+		return p - 1
+	case p < 100:
+		return (p/10)*10 - 1
+	}
+	return 99
+}
+
+// watch arranges for w, now at pos, to be looked at again when enough jobs
+// have left the queue for it to reach the next position worth showing (a
+// removal moves it up by at most one, except for a user's later jobs when
+// their own earlier job leaves: those are then seen a few removals late),
+// and after refreshEvery. Callers hold mu.
+func (s *scheduler) watch(w *waiter, pos int) {
+	switch t := nextShown(w.shown); {
+	case t <= 0 || pos <= t:
+		if w.hidx >= 0 {
+			heap.Remove(&s.watches, w.hidx)
+		}
+	case w.hidx >= 0:
+		w.due = s.removals + uint64(pos-t)
+		heap.Fix(&s.watches, w.hidx)
+	default:
+		w.due = s.removals + uint64(pos-t)
+		heap.Push(&s.watches, w)
+	}
+	if w.timer == nil && s.refreshEvery > 0 {
+		w.timer = time.AfterFunc(s.refreshEvery, func() { s.refresh(w) })
+	}
+}
+
+// refresh re-sends w's position if it changed since it was last shown.
+func (s *scheduler) refresh(w *waiter) {
+	s.mu.Lock()
+	if w.done {
+		s.mu.Unlock()
 		return
 	}
-	cursors := make([]*list.Element, n)
-	for i := range n {
-		cursors[i] = s.queues[s.ring[(s.next+i)%n]].Front()
+	var p push
+	if pos := s.position(w); pos != w.shown {
+		p = s.show(w, pos)
+		s.watch(w, pos)
 	}
-	pos, left := 1, s.waiting
-	for left > 0 {
-		for i := range n {
-			e := cursors[i]
-			if e == nil {
-				continue
-			}
-			w := e.Value.(*waiter)
-			if w.pos != pos {
-				w.pos = pos
-				select {
-				case w.moved <- struct{}{}:
-				default:
-				}
-			}
-			cursors[i] = e.Next()
-			pos++
-			left--
+	w.timer.Reset(s.refreshEvery)
+	s.mu.Unlock()
+	p.send()
+}
+
+// due re-examines the waiters whose watch came due and returns the
+// positions to send. Callers hold mu; send the result after unlocking.
+func (s *scheduler) due() pushes {
+	var out pushes
+	if len(s.watches) > 0 && s.watches[0].due <= s.removals {
+		// One removal wakes about one waiter per position worth showing.
+		out = make(pushes, 0, 20)
+	}
+	for len(s.watches) > 0 && s.watches[0].due <= s.removals {
+		w := s.watches[0]
+		pos := s.position(w)
+		if pos <= nextShown(w.shown) {
+			out = append(out, s.show(w, pos))
 		}
+		s.watch(w, pos)
+	}
+	return out
+}
+
+// show records pos as w's shown position. Callers hold mu.
+func (s *scheduler) show(w *waiter, pos int) push {
+	w.shown = pos
+	w.version++
+	return push{w: w, pos: pos, version: w.version}
+}
+
+// push is one position to send to a waiter, outside the scheduler's lock.
+type push struct {
+	w       *waiter
+	pos     int
+	version int
+}
+
+func (p push) send() {
+	if p.w == nil || p.w.onPos == nil {
+		return
+	}
+	p.w.pushMu.Lock()
+	defer p.w.pushMu.Unlock()
+	if p.version > p.w.sent {
+		p.w.sent = p.version
+		p.w.onPos(p.pos)
+	}
+}
+
+type pushes []push
+
+func (ps pushes) send() {
+	for _, p := range ps {
+		p.send()
 	}
 }
 
@@ -204,12 +395,99 @@ func (s *scheduler) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	for _, q := range s.queues {
-		for e := q.Front(); e != nil; e = e.Next() {
-			select {
-			case e.Value.(*waiter).moved <- struct{}{}:
-			default:
-			}
+	for _, a := range s.users {
+		for _, w := range a.jobs.items[a.jobs.head:] {
+			s.leave(w)
+			close(w.ready)
 		}
 	}
+	clear(s.users)
+	s.line = queue[*account]{before: inLine}
+	s.multi = queue[*account]{before: inLine}
+}
+
+// queue is a slice kept in order by before. Arrivals land at or near the
+// end and admissions leave from the front, so both are O(1) amortised; only
+// a cancellation moves the entries behind it.
+type queue[T comparable] struct {
+	items  []T
+	head   int
+	before func(a, b T) bool
+}
+
+func (q *queue[T]) len() int { return len(q.items) - q.head }
+
+func (q *queue[T]) front() T { return q.items[q.head] }
+
+// search is the index in items of the first entry not before x.
+func (q *queue[T]) search(x T) int {
+	i, _ := slices.BinarySearchFunc(q.items[q.head:], x, func(e, x T) int {
+		switch {
+		case e == x:
+			return 0
+		case q.before(e, x):
+			return -1
+		}
+		return 1
+	})
+	return q.head + i
+}
+
+func (q *queue[T]) insert(x T) {
+	if n := len(q.items); n == q.head || q.before(q.items[n-1], x) {
+		q.items = append(q.items, x)
+		return
+	}
+	q.items = slices.Insert(q.items, q.search(x), x)
+}
+
+func (q *queue[T]) popFront() T {
+	var zero T
+	x := q.items[q.head]
+	q.items[q.head] = zero
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	} else if q.head > 64 && q.head*2 > len(q.items) {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	return x
+}
+
+func (q *queue[T]) delete(x T) {
+	i := q.search(x)
+	if i == q.head {
+		q.popFront()
+		return
+	}
+	q.items = slices.Delete(q.items, i, i+1)
+}
+
+// index is x's 0-based place in the queue.
+func (q *queue[T]) index(x T) int { return q.search(x) - q.head }
+
+// watchHeap orders the watched waiters by the removal count at which they
+// come due; each waiter is in it at most once.
+type watchHeap []*waiter
+
+func (h watchHeap) Len() int           { return len(h) }
+func (h watchHeap) Less(i, j int) bool { return h[i].due < h[j].due }
+func (h watchHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = i, j
+}
+func (h *watchHeap) Push(x any) {
+	w := x.(*waiter)
+	w.hidx = len(*h)
+	*h = append(*h, w)
+}
+func (h *watchHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	w.hidx = -1
+	return w
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -55,6 +56,7 @@ func setDefault[T int | time.Duration](p *T, v T) {
 // Request is one /imagine from a platform event.
 type Request struct {
 	Key     string // idempotency key: the platform event id ("telegram:update:42")
+	Seq     uint64 // arrival order from Service.Arrival, taken as the event came in; 0 = now
 	User    User
 	Scope   string
 	Lang    Lang
@@ -81,8 +83,9 @@ type Service struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	limiter *keyedLimiter
-	sched   *scheduler
+	limiter  *keyedLimiter
+	sched    *scheduler
+	arrivals atomic.Uint64
 
 	mu       sync.Mutex
 	stopping bool
@@ -118,7 +121,6 @@ func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Servic
 		log:     slog.Default(),
 		now:     time.Now,
 		limiter: newKeyedLimiter(cfg.Rate, cfg.Burst),
-		sched:   newScheduler(cfg.Concurrency),
 		perUser: map[string]int{},
 	}
 	for _, m := range cfg.Models {
@@ -133,6 +135,7 @@ func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Servic
 	if _, ok := s.models[strings.ToLower(s.cfg.DefaultModel)]; !ok {
 		return nil, fmt.Errorf("core: default model %q is not among the models", s.cfg.DefaultModel)
 	}
+	s.sched = newScheduler(cfg.Concurrency, s.arrivals.Load)
 	for _, o := range opts {
 		o(s)
 	}
@@ -176,6 +179,18 @@ func (s *Service) Balance(ctx context.Context, k AccountKey) (Balance, error) {
 	return s.ledger.Balance(ctx, k, s.now())
 }
 
+// Arrival numbers a platform event in the order events come in. Adapters
+// call it where events are still in order (before handing them to their own
+// goroutines) and put it in Request.Seq, so the queue serves first come,
+// first served even when reservations finish out of order.
+func (s *Service) Arrival() uint64 { return s.arrivals.Add(1) }
+
+// NoteStatus stores the adapter's reference to a job's status message, so
+// that after a crash the message can be turned into the apology.
+func (s *Service) NoteStatus(ctx context.Context, key, ref string) error {
+	return s.ledger.NoteStatus(ctx, key, ref)
+}
+
 // Imagine runs one job to its end: validation, policy, reservation, queue,
 // generation, delivery through rep, then commit — or refund on any failure.
 // It blocks until the job is done; progress goes to rep meanwhile. Errors
@@ -186,6 +201,9 @@ func (s *Service) Imagine(ctx context.Context, req Request, rep Reporter) (Recei
 	model, prompt, err := s.validate(&req)
 	if err != nil {
 		return Receipt{}, err
+	}
+	if req.Seq == 0 {
+		req.Seq = s.Arrival()
 	}
 	userKey := req.User.Key()
 	now := s.now()
@@ -309,7 +327,7 @@ func (s *Service) run(ctx context.Context, job Job, model Model, prompt string, 
 	defer cancel()
 	defer context.AfterFunc(s.hardStop, cancel)()
 
-	release, err := s.sched.acquire(ctx, job.Account.User, func(pos int) {
+	release, err := s.sched.acquire(ctx, job.Account.User, req.Seq, func(pos int) {
 		rep.Progress(Progress{Stage: StageQueued, Position: pos})
 	})
 	if err != nil {
@@ -328,6 +346,11 @@ func (s *Service) run(ctx context.Context, job Job, model Model, prompt string, 
 	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DeliveryTimeout)
 	defer dcancel()
 	defer context.AfterFunc(s.hardStop, dcancel)()
+	// Durable before the first byte is sent: a crash from here on may
+	// leave the picture with the user, and recovery must not ask for it again.
+	if err := s.ledger.Delivering(dctx, job.Key); err != nil {
+		return nil, Balance{}, err
+	}
 	err = rep.Deliver(dctx, Delivery{Job: job, Model: model, Prompt: req.Prompt, Options: req.Options, Images: images, Balance: bal})
 	if err != nil {
 		var e *Error
@@ -412,7 +435,9 @@ func (s *Service) fail(ctx context.Context, log *slog.Logger, job Job, err error
 }
 
 // Recover refunds jobs left pending by a crash and returns them, so adapters
-// can tell their users. Call it before accepting new jobs.
+// can tell their users: Outcome is CodeDeliveryCut for a job whose result
+// was being sent (it may have arrived), CodeInterrupted otherwise. Call it
+// before accepting new jobs.
 func (s *Service) Recover(ctx context.Context) ([]Job, error) {
 	pending, err := s.store.PendingJobs(ctx)
 	if err != nil {
@@ -420,12 +445,16 @@ func (s *Service) Recover(ctx context.Context) ([]Job, error) {
 	}
 	var out []Job
 	for _, j := range pending {
-		if err := s.ledger.Refund(ctx, j.Key, CodeInterrupted, s.now()); err != nil {
+		code := CodeInterrupted
+		if j.Delivering {
+			code = CodeDeliveryCut
+		}
+		if err := s.ledger.Refund(ctx, j.Key, code, s.now()); err != nil {
 			return out, fmt.Errorf("core: recover %s: %w", j.Key, err)
 		}
-		j.State, j.Outcome = JobRefunded, CodeInterrupted
+		j.State, j.Outcome = JobRefunded, code
 		out = append(out, j)
-		s.log.Warn("refunded job interrupted by a restart", "job", j.Key, "user", j.Account.User)
+		s.log.Warn("refunded job interrupted by a restart", "job", j.Key, "user", j.Account.User, "outcome", code)
 	}
 	return out, nil
 }

@@ -301,6 +301,8 @@ type jobRecord struct {
 	State        string    `json:"state"`
 	Outcome      string    `json:"outcome,omitempty"`
 	ReplyTo      string    `json:"reply_to,omitempty"`
+	Status       string    `json:"status,omitempty"`
+	Delivering   bool      `json:"delivering,omitempty"`
 	Lang         string    `json:"lang,omitempty"`
 	Created      time.Time `json:"created"`
 	Finished     time.Time `json:"finished,omitzero"`
@@ -322,6 +324,7 @@ func newJobRecord(j core.Job) jobRecord {
 		Units: j.Units, Day: j.Day,
 		FromDaily: j.FromDaily, FromCredits: j.FromCredits,
 		State: string(j.State), Outcome: string(j.Outcome), ReplyTo: j.ReplyTo, Lang: string(j.Lang),
+		Status: j.Status, Delivering: j.Delivering,
 		Created: j.Created, Finished: j.Finished,
 	}
 }
@@ -339,6 +342,7 @@ func decodeJob(v []byte) (core.Job, error) {
 		Units: r.Units, Day: r.Day,
 		FromDaily: r.FromDaily, FromCredits: r.FromCredits,
 		State: core.JobState(r.State), Outcome: core.Code(r.Outcome), ReplyTo: r.ReplyTo, Lang: core.Lang(r.Lang),
+		Status: r.Status, Delivering: r.Delivering,
 		Created: r.Created, Finished: r.Finished,
 	}, nil
 }

@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"ViewReadOnly", testViewReadOnly},
 		{"CancelledContext", testCancelledContext},
 		{"PendingJobs", testPendingJobs},
+		{"DeliveringAndStatus", testDeliveringAndStatus},
 		{"RecentJobs", testRecentJobs},
 		{"Audit", testAudit},
 		{"RoundTripAccounts", testRoundTripAccounts},
@@ -526,6 +527,42 @@ func testPendingJobs(t *testing.T, s core.Store) {
 	}
 }
 
+// testDeliveringAndStatus: the marks recovery relies on are kept on pending
+// jobs, reach PendingJobs, and never touch a settled job.
+func testDeliveringAndStatus(t *testing.T, s core.Store) {
+	l := core.NewLedger(s, core.Quotas{DefaultDaily: 100})
+	mustReserve(t, l, newJob("live", alice, 1), day1)
+	mustReserve(t, l, newJob("done", alice, 1), day1)
+	if err := l.Commit(t.Context(), "done", day1); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"live", "done", "missing"} {
+		if err := l.NoteStatus(t.Context(), key, "42:7"); err != nil {
+			t.Fatalf("NoteStatus(%s): %v", key, err)
+		}
+		if err := l.Delivering(t.Context(), key); err != nil {
+			t.Fatalf("Delivering(%s): %v", key, err)
+		}
+	}
+	p, err := s.PendingJobs(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 1 || p[0].Key != "live" || !p[0].Delivering || p[0].Status != "42:7" {
+		t.Fatalf("PendingJobs = %+v, want live delivering with status 42:7", p)
+	}
+	if j, _ := getJob(t, s, "done"); j.Delivering || j.Status != "" || j.State != core.JobCommitted {
+		t.Errorf("a committed job was changed: %+v", j)
+	}
+	if _, ok := getJob(t, s, "missing"); ok {
+		t.Error("NoteStatus created a job")
+	}
+	// The marks leave the units alone.
+	if _, err := Invariant(t.Context(), s, l, alice, 100, 0, day1); err != nil {
+		t.Error(err)
+	}
+}
+
 func testRecentJobs(t *testing.T, s core.Store) {
 	l := core.NewLedger(s, core.Quotas{DefaultDaily: 100})
 	accounts := []core.AccountKey{alice, bob, carol, alice, alice, bob, alice}
@@ -693,6 +730,7 @@ func testRoundTripJob(t *testing.T, s core.Store) {
 		Units:   3, Day: "2025-03-10", FromDaily: 1, FromCredits: 2,
 		State: core.JobRefunded, Outcome: core.CodeLostInRelay,
 		ReplyTo: `{"chat":-100123,"msg":77}`, Lang: core.Chinese,
+		Status: "-100123:78", Delivering: true,
 		Created:  time.Date(2025, 3, 10, 9, 0, 0, 123456789, santiago),
 		Finished: time.Date(2025, 3, 10, 9, 4, 30, 987654321, time.UTC),
 	}
