@@ -27,9 +27,11 @@ import (
 // only the caller's, blocked on its channel.
 type scheduler struct {
 	refreshEvery time.Duration // a waiter's changed position is re-sent this often
-	// arrivals reads the service's arrival counter: a user going to the
-	// back of the line goes behind every event that arrived before.
-	arrivals func() uint64
+	// grace is how long a free slot is kept for an earlier arrival still on
+	// its way to the queue (validating, reserving) rather than given to a
+	// later one.
+	grace time.Duration
+	now   func() time.Time
 
 	mu       sync.Mutex
 	slots    int
@@ -39,10 +41,23 @@ type scheduler struct {
 	line     queue[*account]     // users with waiting jobs, in service order
 	users    map[string]*account // the same, by user
 	multi    queue[*account]     // those with more than one job waiting, in the same order
-	maxSeq   uint64              // highest arrival sequence queued
+	maxSeq   uint64              // highest arrival sequence queued or handed out
 	order    uint64              // tie-break: the order things were queued in
 	removals uint64              // jobs that left the queue: the clock of the watches
 	watches  watchHeap
+
+	// Arrivals handed out and not yet queued or given up, in sequence order.
+	pending    []arrival
+	unresolved map[uint64]int // seq → index in pending (+ pendingBase)
+	pendBase   int            // pending[0]'s absolute index
+	graceTimer *time.Timer
+	graceAt    time.Time
+}
+
+type arrival struct {
+	seq  uint64
+	at   time.Time
+	done bool
 }
 
 // account is one user's place in the line and their waiting jobs.
@@ -75,13 +90,12 @@ type waiter struct {
 	sent   int // version last sent, guarded by pushMu
 }
 
-func newScheduler(slots int, arrivals func() uint64) *scheduler {
-	if arrivals == nil {
-		arrivals = func() uint64 { return 0 }
-	}
+func newScheduler(slots int) *scheduler {
 	return &scheduler{
 		refreshEvery: 30 * time.Second,
-		arrivals:     arrivals,
+		grace:        time.Second,
+		now:          time.Now,
+		unresolved:   map[uint64]int{},
 		slots:        max(1, slots),
 		line:         queue[*account]{before: inLine},
 		users:        map[string]*account{},
@@ -98,18 +112,21 @@ func inLine(a, b *account) bool { return a.key < b.key || (a.key == b.key && a.n
 // release must be called once.
 func (s *scheduler) acquire(ctx context.Context, user string, seq uint64, onPos func(int)) (release func(), err error) {
 	s.mu.Lock()
+	s.resolveLocked(seq)
 	if s.closed {
 		s.mu.Unlock()
 		return nil, &Error{Code: CodeShuttingDown}
 	}
-	if s.running < s.slots && s.waiting == 0 {
+	if s.running < s.slots && s.waiting == 0 && !s.expectingBefore(seq) {
 		s.running++
 		s.mu.Unlock()
 		return s.releaseFunc(), nil
 	}
 	w, first := s.join(user, seq, onPos)
+	// A slot may have been kept free for this very arrival.
+	ps := append(pushes{first}, s.dispatch()...)
 	s.mu.Unlock()
-	first.send()
+	ps.send()
 
 	select {
 	case <-w.ready:
@@ -188,6 +205,9 @@ func (s *scheduler) join(user string, seq uint64, onPos func(int)) (*waiter, pus
 func (s *scheduler) dispatch() pushes {
 	var out pushes
 	for s.running < s.slots && s.waiting > 0 && !s.closed {
+		if s.expectingBefore(s.line.front().key) {
+			break // the slot waits for the earlier arrival (or its grace)
+		}
 		a := s.line.popFront()
 		if a.jobs.len() > 1 {
 			s.multi.popFront() // the same account: both keep line order
@@ -202,7 +222,7 @@ func (s *scheduler) dispatch() pushes {
 			continue
 		}
 		s.order++
-		a.key, a.n, a.rejoined = max(s.maxSeq, s.arrivals()), s.order, true
+		a.key, a.n, a.rejoined = s.maxSeq, s.order, true
 		s.line.insert(a)
 		if a.jobs.len() > 1 {
 			s.multi.insert(a)
@@ -215,6 +235,80 @@ func (s *scheduler) dispatch() pushes {
 		s.watch(next, pos)
 	}
 	return out
+}
+
+// arrive hands out the next arrival sequence and expects it in the queue.
+func (s *scheduler) arrive() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxSeq++
+	s.unresolved[s.maxSeq] = s.pendBase + len(s.pending)
+	s.pending = append(s.pending, arrival{seq: s.maxSeq, at: s.now()})
+	return s.maxSeq
+}
+
+// resolve stops expecting seq: its job reached the queue or will never
+// come (refused, or its event was not a job after all). Free slots held for
+// it go to the next in line.
+func (s *scheduler) resolve(seq uint64) {
+	s.mu.Lock()
+	if !s.resolveLocked(seq) {
+		s.mu.Unlock()
+		return
+	}
+	ps := s.dispatch()
+	ps = append(ps, s.due()...)
+	s.mu.Unlock()
+	ps.send()
+}
+
+func (s *scheduler) resolveLocked(seq uint64) bool {
+	i, ok := s.unresolved[seq]
+	if !ok {
+		return false
+	}
+	delete(s.unresolved, seq)
+	s.pending[i-s.pendBase].done = true
+	return true
+}
+
+// expectingBefore reports whether an arrival earlier than seq is still on
+// its way and within its grace; if so, a timer dispatches when the grace
+// runs out. Callers hold mu.
+func (s *scheduler) expectingBefore(seq uint64) bool {
+	now := s.now()
+	for len(s.pending) > 0 {
+		p := s.pending[0]
+		if !p.done && now.Sub(p.at) < s.grace {
+			break
+		}
+		delete(s.unresolved, p.seq) // gone past its grace: it lost its place
+		s.pending = s.pending[1:]
+		s.pendBase++
+	}
+	if len(s.pending) == 0 {
+		s.pending = nil
+		return false
+	}
+	p := s.pending[0]
+	if p.seq >= seq {
+		return false
+	}
+	if at := p.at.Add(s.grace); s.graceTimer == nil || at.Before(s.graceAt) {
+		if s.graceTimer != nil {
+			s.graceTimer.Stop()
+		}
+		s.graceAt = at
+		s.graceTimer = time.AfterFunc(at.Sub(now), func() {
+			s.mu.Lock()
+			s.graceTimer = nil
+			ps := s.dispatch()
+			ps = append(ps, s.due()...)
+			s.mu.Unlock()
+			ps.send()
+		})
+	}
+	return true
 }
 
 // remove takes a cancelled waiter out of the queue; its user keeps their

@@ -114,7 +114,7 @@ func drain(t *testing.T, first func(), jobs map[string]*queued, n int) []string 
 }
 
 func TestSchedulerArrivalOrderWithinARound(t *testing.T) {
-	s := newScheduler(1, nil)
+	s := newScheduler(1)
 	rel := hold(t, s, "holder")
 	jobs := map[string]*queued{}
 	// They reach the queue in a scrambled order; each user has one job, so
@@ -129,7 +129,7 @@ func TestSchedulerArrivalOrderWithinARound(t *testing.T) {
 }
 
 func TestSchedulerRoundRobinOverUsers(t *testing.T) {
-	s := newScheduler(1, nil)
+	s := newScheduler(1)
 	rel := hold(t, s, "heavy") // heavy's job of round 0 runs
 	jobs := map[string]*queued{}
 	seq := uint64(0)
@@ -155,7 +155,7 @@ func TestSchedulerRoundRobinOverUsers(t *testing.T) {
 // user with 500 queued jobs start no later than if the heavy user were absent,
 // plus the one slot the heavy user's current round holds.
 func TestSchedulerHeavyUserCostsOthersAtMostOneSlot(t *testing.T) {
-	s := newScheduler(4, nil)
+	s := newScheduler(4)
 	var rels []func()
 	for range 4 {
 		rels = append(rels, hold(t, s, fmt.Sprint("filler", len(rels))))
@@ -190,7 +190,7 @@ func TestSchedulerHeavyUserCostsOthersAtMostOneSlot(t *testing.T) {
 }
 
 func TestSchedulerShowsPositionsThatMatter(t *testing.T) {
-	s := newScheduler(1, nil)
+	s := newScheduler(1)
 	rel := hold(t, s, "holder")
 	const n = 350
 	jobs := map[string]*queued{}
@@ -220,7 +220,7 @@ func TestSchedulerShowsPositionsThatMatter(t *testing.T) {
 }
 
 func TestSchedulerRefreshResendsAChangedPosition(t *testing.T) {
-	s := newScheduler(1, nil)
+	s := newScheduler(1)
 	s.refreshEvery = 10 * time.Millisecond
 	rel := hold(t, s, "holder")
 	h1 := enter(t, s, "later", 5)
@@ -230,7 +230,7 @@ func TestSchedulerRefreshResendsAChangedPosition(t *testing.T) {
 }
 
 func TestSchedulerCancelledWaiterLeavesNoSlotBehind(t *testing.T) {
-	s := newScheduler(1, nil)
+	s := newScheduler(1)
 	rel := hold(t, s, "holder")
 	a := enter(t, s, "a", 1)
 	b := enter(t, s, "b", 2)
@@ -265,7 +265,7 @@ func TestSchedulerCancelledWaiterLeavesNoSlotBehind(t *testing.T) {
 }
 
 func TestSchedulerCloseWakesWaiters(t *testing.T) {
-	s := newScheduler(1, nil)
+	s := newScheduler(1)
 	rel := hold(t, s, "holder")
 	var qs []*queued
 	for i := range 3 {
@@ -305,7 +305,7 @@ func BenchmarkScheduler(b *testing.B) {
 	for _, perUser := range []int{1, 2} {
 		for _, n := range []int{100, 1000, 10000} {
 			b.Run(fmt.Sprintf("jobs_per_user=%d/waiters=%d", perUser, n), func(b *testing.B) {
-				s := newScheduler(1, nil)
+				s := newScheduler(1)
 				s.refreshEvery = 0
 				s.running = 1
 				s.mu.Lock()
@@ -343,7 +343,7 @@ func BenchmarkScheduler(b *testing.B) {
 func TestSchedulerPositionIsServiceOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 200 {
-		s := newScheduler(1, nil)
+		s := newScheduler(1)
 		s.refreshEvery = 0
 		s.running = 1
 		s.mu.Lock()
@@ -383,4 +383,33 @@ func TestSchedulerPositionIsServiceOrder(t *testing.T) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// TestSchedulerKeepsASlotForAnEarlierArrival: a job that arrived later but
+// reached the queue first does not take the free slot from an earlier one
+// still reserving; an arrival given up, or gone past its grace, frees it.
+func TestSchedulerKeepsASlotForAnEarlierArrival(t *testing.T) {
+	s := newScheduler(1)
+	first, second := s.arrive(), s.arrive()
+	late := enter(t, s, "b", second)
+	select {
+	case <-late.release:
+		t.Fatal("the later arrival took the slot kept for the earlier one")
+	case <-time.After(20 * time.Millisecond):
+	}
+	early := enter(t, s, "a", first)
+	admitted(t, early)()
+	admitted(t, late)()
+
+	// Given up: the next one goes at once.
+	gone, next := s.arrive(), s.arrive()
+	q := enter(t, s, "c", next)
+	s.resolve(gone)
+	admitted(t, q)()
+
+	// Never heard of again: the grace runs out.
+	s.grace = 30 * time.Millisecond
+	s.arrive()
+	q = enter(t, s, "d", s.arrive())
+	admitted(t, q)()
 }

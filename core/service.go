@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -83,9 +82,8 @@ type Service struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	limiter  *keyedLimiter
-	sched    *scheduler
-	arrivals atomic.Uint64
+	limiter *keyedLimiter
+	sched   *scheduler
 
 	mu       sync.Mutex
 	stopping bool
@@ -135,7 +133,7 @@ func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Servic
 	if _, ok := s.models[strings.ToLower(s.cfg.DefaultModel)]; !ok {
 		return nil, fmt.Errorf("core: default model %q is not among the models", s.cfg.DefaultModel)
 	}
-	s.sched = newScheduler(cfg.Concurrency, s.arrivals.Load)
+	s.sched = newScheduler(cfg.Concurrency)
 	for _, o := range opts {
 		o(s)
 	}
@@ -182,8 +180,14 @@ func (s *Service) Balance(ctx context.Context, k AccountKey) (Balance, error) {
 // Arrival numbers a platform event in the order events come in. Adapters
 // call it where events are still in order (before handing them to their own
 // goroutines) and put it in Request.Seq, so the queue serves first come,
-// first served even when reservations finish out of order.
-func (s *Service) Arrival() uint64 { return s.arrivals.Add(1) }
+// first served even when validations and reservations finish out of order:
+// a free slot waits (up to a second) for an earlier arrival still on its
+// way. An event that ends up not calling Imagine must be given up with
+// Abandon; giving up one that did is harmless.
+func (s *Service) Arrival() uint64 { return s.sched.arrive() }
+
+// Abandon says the event numbered seq will not reach the queue.
+func (s *Service) Abandon(seq uint64) { s.sched.resolve(seq) }
 
 // NoteStatus stores the adapter's reference to a job's status message, so
 // that after a crash the message can be turned into the apology.
@@ -205,6 +209,8 @@ func (s *Service) Imagine(ctx context.Context, req Request, rep Reporter) (Recei
 	if req.Seq == 0 {
 		req.Seq = s.Arrival()
 	}
+	// Every refusal below gives the arrival up; reaching the queue does too.
+	defer s.Abandon(req.Seq)
 	userKey := req.User.Key()
 	now := s.now()
 

@@ -35,7 +35,9 @@ type Rate struct {
 
 func (r Rate) set() bool { return r.PerSecond > 0 }
 
-func (r Rate) limiter() *rate.Limiter { return rate.NewLimiter(rate.Limit(r.PerSecond), max(r.Burst, 1)) }
+func (r Rate) limiter() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(r.PerSecond), max(r.Burst, 1))
+}
 
 // Limits are a platform's send limits.
 type Limits struct {
@@ -49,13 +51,14 @@ const MaxBatch = 10
 
 // Telegram's limits (core.telegram.org/bots/faq): about 30 messages a second
 // overall (more with paid broadcasts), about one a second in a chat and 20 a
-// minute in a group. The bot's buckets are smaller than Telegram's so that
-// network jitter cannot make two sends look closer than they were.
+// minute in a group. The bot's buckets are a little smaller and burst less
+// than Telegram's, so that network jitter cannot make two sends look closer
+// than they were.
 func Telegram(perSecond int) Limits {
 	return Limits{
 		Global: Rate{PerSecond: float64(perSecond), Burst: max(MaxBatch, perSecond/10)},
-		Chat:   Rate{PerSecond: 1, Burst: 1},
-		Group:  Rate{PerSecond: 20.0 / 60, Burst: 3},
+		Chat:   Rate{PerSecond: 1 / 1.1, Burst: 1},
+		Group:  Rate{PerSecond: 19.0 / 60, Burst: 3},
 	}
 }
 
@@ -80,20 +83,20 @@ type Budget struct {
 	parked  chatHeap // chats waiting for their own buckets, by when they fit
 	seq     uint64
 	after   func(time.Duration, func()) (stop func() bool) // time.AfterFunc; tests replace it
-	stop    func() bool                                      // the armed timer
+	stop    func() bool                                    // the armed timer
 	timerAt time.Time
 	sweepAt int
 }
 
 type chatState struct {
-	chat        Chat
-	chatLim     *rate.Limiter
-	groupLim    *rate.Limiter // nil for private chats or without a group rate
-	hold        time.Time     // after a 429: nothing before this
-	asks        []*ask        // by class, then arrival
-	readyAt     time.Time     // when asks[0] fits the chat's buckets (parked chats)
-	idx         int           // index in ready or parked, -1 in neither
-	inReady     bool
+	chat     Chat
+	chatLim  *rate.Limiter
+	groupLim *rate.Limiter // nil for private chats or without a group rate
+	hold     time.Time     // after a 429: nothing before this
+	asks     []*ask        // by class, then arrival
+	readyAt  time.Time     // when asks[0] fits the chat's buckets (parked chats)
+	idx      int           // index in ready or parked, -1 in neither
+	inReady  bool
 }
 
 type ask struct {

@@ -95,44 +95,6 @@ func (c *lru[K, V]) Len() int {
 	return c.order.Len()
 }
 
-// throttle spaces the status edits of one chat: Telegram allows about one
-// message a second per chat (20 a minute in groups), and several jobs in a
-// chat share that budget.
-type throttle struct {
-	interval time.Duration
-	now      func() time.Time
-	next     *lru[int64, time.Time] // chat → earliest next edit
-}
-
-func newThrottle(interval time.Duration, now func() time.Time) *throttle {
-	return &throttle{interval: interval, now: now, next: newLRU[int64, time.Time](4096, now)}
-}
-
-// take books the chat's next slot and returns 0 when it may send now;
-// otherwise it books nothing and returns how long to wait.
-func (t *throttle) take(chat int64) time.Duration {
-	t.next.mu.Lock()
-	defer t.next.mu.Unlock()
-	now := t.now()
-	if at, ok := t.next.getLocked(chat); ok && now.Before(at) {
-		return at.Sub(now)
-	}
-	// The entry is useless once its time has passed: let it expire then.
-	t.next.putLocked(chat, now.Add(t.interval), t.interval)
-	return 0
-}
-
-// hold keeps the chat quiet for d (after Telegram answered 429).
-func (t *throttle) hold(chat int64, d time.Duration) {
-	t.next.mu.Lock()
-	defer t.next.mu.Unlock()
-	at := t.now().Add(d)
-	if cur, ok := t.next.getLocked(chat); ok && cur.After(at) {
-		return
-	}
-	t.next.putLocked(chat, at, d)
-}
-
 // seenUser is a user the bot has seen, for @username targets.
 type seenUser struct {
 	id   int64

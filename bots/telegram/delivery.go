@@ -13,6 +13,7 @@ import (
 	"github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
 
+	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -74,13 +75,14 @@ func noPreview() *models.LinkPreviewOptions {
 }
 
 // sendText sends text (no parse mode, cut to Telegram's limit) as a reply,
-// retrying after 429s.
-func (b *Bot) sendText(ctx context.Context, to target, text string, markup any) (*models.Message, error) {
+// within the budget for class.
+func (b *Bot) sendText(ctx context.Context, to target, class pace.Class, text string, markup any) (*models.Message, error) {
 	var m *models.Message
-	err := b.retry429(ctx, func(ctx context.Context) error {
+	err := b.send(ctx, to, class, 1, func(ctx context.Context) error {
 		var err error
 		m, err = b.api.SendMessage(ctx, &bot.SendMessageParams{ChatID: to.chat, MessageThreadID: to.thread,
-			Text: fit(text, maxMessageLen), ReplyParameters: replyParams(to), LinkPreviewOptions: noPreview(), ReplyMarkup: markup})
+			Text: fit(text, maxMessageLen), ReplyParameters: replyParams(to), LinkPreviewOptions: noPreview(), ReplyMarkup: markup,
+			AllowPaidBroadcast: b.paid})
 		return err
 	})
 	return m, err
@@ -111,10 +113,10 @@ func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt str
 	var err error
 	tryDocument := size <= b.cfg.MaxDocumentBytes
 	if size <= b.cfg.MaxPhotoBytes && img.MIME != "image/gif" { // a GIF photo loses its animation
-		err = b.retry429(ctx, func(ctx context.Context) error {
+		err = b.send(ctx, to, pace.Result, 1, func(ctx context.Context) error {
 			_, err := b.api.SendPhoto(ctx, &bot.SendPhotoParams{ChatID: to.chat, MessageThreadID: to.thread,
 				Photo:   &models.InputFileUpload{Filename: name, Data: bytes.NewReader(img.Data)}, // a new reader per attempt
-				Caption: capt, ReplyParameters: replyParams(to), ReplyMarkup: markup})
+				Caption: capt, ReplyParameters: replyParams(to), ReplyMarkup: markup, AllowPaidBroadcast: b.paid})
 			return err
 		})
 		if err == nil {
@@ -124,10 +126,10 @@ func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt str
 		tryDocument = tryDocument && photoRejected(err)
 	}
 	if tryDocument {
-		err = b.retry429(ctx, func(ctx context.Context) error {
+		err = b.send(ctx, to, pace.Result, 1, func(ctx context.Context) error {
 			_, err := b.api.SendDocument(ctx, &bot.SendDocumentParams{ChatID: to.chat, MessageThreadID: to.thread,
 				Document: &models.InputFileUpload{Filename: name, Data: bytes.NewReader(img.Data)},
-				Caption:  capt, ReplyParameters: replyParams(to), ReplyMarkup: markup})
+				Caption:  capt, ReplyParameters: replyParams(to), ReplyMarkup: markup, AllowPaidBroadcast: b.paid})
 			return err
 		})
 		if err == nil {
@@ -152,9 +154,9 @@ func (b *Bot) sendLink(ctx context.Context, to target, img core.Image, capt stri
 		return fail(cause)
 	}
 	text := fit(capt, maxMessageLen-utf16Len(link)-4) + "\n\n🔗 " + link
-	err := b.retry429(ctx, func(ctx context.Context) error {
+	err := b.send(ctx, to, pace.Result, 1, func(ctx context.Context) error {
 		_, err := b.api.SendMessage(ctx, &bot.SendMessageParams{ChatID: to.chat, MessageThreadID: to.thread,
-			Text: text, ReplyParameters: replyParams(to), ReplyMarkup: markup})
+			Text: text, ReplyParameters: replyParams(to), ReplyMarkup: markup, AllowPaidBroadcast: b.paid})
 		return err
 	})
 	if err != nil {
@@ -193,7 +195,7 @@ func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.D
 	delivered := 0
 	var lastErr error
 	if album {
-		err := b.retry429(ctx, func(ctx context.Context) error {
+		err := b.send(ctx, to, pace.Result, len(imgs), func(ctx context.Context) error {
 			media := make([]models.InputMedia, len(imgs))
 			for i, img := range imgs {
 				p := &models.InputMediaPhoto{Media: "attach://img" + strconv.Itoa(i), MediaAttachment: bytes.NewReader(img.Data)}
@@ -203,7 +205,7 @@ func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.D
 				media[i] = p
 			}
 			_, err := b.api.SendMediaGroup(ctx, &bot.SendMediaGroupParams{ChatID: to.chat, MessageThreadID: to.thread,
-				Media: media, ReplyParameters: replyParams(to)})
+				Media: media, ReplyParameters: replyParams(to), AllowPaidBroadcast: b.paid})
 			return err
 		})
 		if err == nil {
@@ -236,7 +238,7 @@ func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.D
 		}
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("telegram: deliver: %s", b.redact(lastErr))}
 	}
-	if _, err := b.sendText(ctx, to, quotaLine(d.Balance, lang), kb); err != nil {
+	if _, err := b.sendText(ctx, to, pace.Result, quotaLine(d.Balance, lang), kb); err != nil {
 		// The images arrived; only the button is missing.
 		b.log.Warn("telegram: reroll message failed", "chat", to.chat, "err", b.redact(err))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/go-telegram/bot/models"
 	"golang.org/x/time/rate"
 
+	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
 	"github.com/imaginebot/imaginebot/core"
@@ -51,13 +52,15 @@ type env struct {
 
 type envConfig struct {
 	core     core.Config
-	telegram telegram.Config
+	telegram telegram.Config // APIBaseURL and Token default to the fake's
 	opts     []telegram.Option
+	// paced runs the adapter with Telegram's real send limits, against a
+	// fake Bot API that enforces them.
+	paced bool
 }
 
 func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
 	t.Helper()
-	tg := telegramtest.New(t)
 	gw := upstreamtest.New(t)
 	c := envConfig{
 		core: core.Config{
@@ -76,8 +79,6 @@ func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
 			Quotas:          core.Quotas{Location: time.UTC, DefaultDaily: 5},
 		},
 		telegram: telegram.Config{
-			Token:            tg.Token,
-			APIBaseURL:       tg.URL,
 			Owners:           []int64{owner.ID},
 			PollTimeout:      time.Second,
 			ProgressInterval: 10 * time.Millisecond,
@@ -85,6 +86,14 @@ func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
 	}
 	for _, m := range mods {
 		m(&c)
+	}
+	var tgOpts []telegramtest.Option
+	if c.paced {
+		tgOpts = append(tgOpts, telegramtest.WithRateLimits())
+	}
+	tg := telegramtest.New(t, tgOpts...)
+	if c.telegram.APIBaseURL == "" {
+		c.telegram.APIBaseURL, c.telegram.Token = tg.URL, tg.Token
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -95,7 +104,14 @@ func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := telegram.New(c.telegram, svc, append([]telegram.Option{telegram.WithLogger(log)}, c.opts...)...)
+	// Telegram's one message a second per chat would make every test slow:
+	// tests of pacing ask for the real limits.
+	opts := []telegram.Option{telegram.WithLogger(log)}
+	if !c.paced {
+		opts = append(opts, telegram.WithLimits(pace.Limits{}))
+	}
+	opts = append(opts, c.opts...)
+	b, err := telegram.New(c.telegram, svc, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -235,43 +235,6 @@ func TestRerollData(t *testing.T) {
 	}
 }
 
-func TestThrottle(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	clock := func() time.Time { return now }
-	th := newThrottle(3*time.Second, clock)
-
-	if d := th.take(1); d != 0 {
-		t.Fatalf("first edit waits %s", d)
-	}
-	if d := th.take(1); d != 3*time.Second {
-		t.Fatalf("second edit at once waits %s, want 3s", d)
-	}
-	if d := th.take(2); d != 0 {
-		t.Fatalf("another chat waits %s", d)
-	}
-	now = now.Add(time.Second)
-	if d := th.take(1); d != 2*time.Second {
-		t.Fatalf("after 1s waits %s, want 2s", d)
-	}
-	now = now.Add(2 * time.Second)
-	if d := th.take(1); d != 0 {
-		t.Fatalf("after the interval waits %s", d)
-	}
-	// A 429 holds the chat for retry_after even past the interval.
-	th.hold(1, 10*time.Second)
-	now = now.Add(4 * time.Second)
-	if d := th.take(1); d != 6*time.Second {
-		t.Fatalf("after a 429 waits %s, want 6s", d)
-	}
-	// Bounded however many chats edit.
-	for chat := int64(0); chat < 10000; chat++ {
-		th.take(chat)
-	}
-	if n := th.next.Len(); n > 4096 {
-		t.Fatalf("throttle holds %d chats", n)
-	}
-}
-
 func TestLRU(t *testing.T) {
 	now := time.Unix(0, 0)
 	c := newLRU[int, string](3, func() time.Time { return now })
@@ -383,8 +346,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// nopService satisfies Service; tests here never call it.
+// nopService satisfies Service; tests here only route, which numbers
+// arrivals.
 type nopService struct{ Service }
+
+func (nopService) Arrival() uint64 { return 0 }
 
 func testBot(t *testing.T) *Bot {
 	t.Helper()

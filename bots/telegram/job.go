@@ -2,30 +2,28 @@ package telegram
 
 import (
 	"context"
+	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-telegram/bot"
-	"github.com/go-telegram/bot/models"
 
+	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
 )
 
-const (
-	actionEvery   = 5 * time.Second // Telegram shows a chat action for about 5 s
-	statusTimeout = 15 * time.Second
-)
+const statusTimeout = 15 * time.Second
 
-// runJob runs one core job and reports it in the chat. accepted, when not
-// nil, is told whether core took the job (rerolls answer their callback
-// query with it).
+// runJob runs one core job and reports it in the chat. cb, when not nil, is
+// the callback query that asked for it (rerolls answer it with whether core
+// took the job).
 func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callbackAnswer) {
-	j := &job{b: b, to: to, lang: req.Lang, cb: cb,
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go j.loop()
+	j := &job{b: b, to: to, key: req.Key, lang: req.Lang, cb: cb}
+	j.status = b.budget.NewStatus(to.chatKey(), b.cfg.ProgressInterval, j.showStatus)
 	_, err := b.svc.Imagine(ctx, req, j)
-	j.halt()
+	j.status.Close()
 	if err == nil {
 		return
 	}
@@ -43,46 +41,43 @@ func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callb
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if j.statusID != 0 {
-		err := b.retry429(cctx, func(ctx context.Context) error {
-			_, err := b.api.EditMessageText(ctx, &bot.EditMessageTextParams{ChatID: to.chat, MessageID: j.statusID, Text: fit(msg, maxMessageLen),
-				LinkPreviewOptions: noPreview()})
+	b.replace(cctx, to, j.statusMessage(), msg)
+}
+
+// replace turns a job's status message into text, or sends text as a reply
+// when there is none or the edit fails.
+func (b *Bot) replace(ctx context.Context, to target, statusID int, text string) {
+	if statusID != 0 {
+		err := b.send(ctx, to, pace.Reply, 1, func(ctx context.Context) error {
+			_, err := b.api.EditMessageText(ctx, &bot.EditMessageTextParams{ChatID: to.chat, MessageID: statusID,
+				Text: fit(text, maxMessageLen), LinkPreviewOptions: noPreview()})
 			return err
 		})
 		if err == nil {
 			return
 		}
-		b.log.Warn("telegram: could not turn the status into the error message", "job", req.Key, "err", b.redact(err))
+		b.log.Warn("telegram: could not turn the status into the message", "chat", to.chat, "err", b.redact(err))
 	}
-	if _, err := b.sendText(cctx, to, msg, nil); err != nil {
-		b.log.Warn("telegram: could not send the error message", "job", req.Key, "err", b.redact(err))
+	if _, err := b.sendText(ctx, to, pace.Reply, text, nil); err != nil {
+		b.log.Warn("telegram: could not send the message", "chat", to.chat, "err", b.redact(err))
 	}
 }
 
-// job is core's Reporter for one job. Progress only records the latest
-// state and wakes the job's loop, which sends it (coalesced and throttled
-// per chat), so core's job goroutine never waits for Telegram.
+// job is core's Reporter for one job. Progress only hands the latest status
+// to its pace.Status, which sends it when the budget has room, so core's
+// job goroutine never waits for Telegram.
 type job struct {
-	b    *Bot
-	to   target
-	lang core.Lang
-	cb   *callbackAnswer
+	b      *Bot
+	to     target
+	key    string
+	lang   core.Lang
+	cb     *callbackAnswer
+	status *pace.Status
 
-	once sync.Once // first sign of life from core
-	took bool      // guarded by mu
-
-	mu     sync.Mutex
-	latest core.Progress
-	seq    int // bumps with every Progress
-
-	wake     chan struct{}
-	stop     chan struct{}
-	stopOnce sync.Once
-	done     chan struct{}
-
-	// Owned by loop; read by others only after done is closed.
-	statusID   int
-	statusText string
+	once     sync.Once // first sign of life from core
+	mu       sync.Mutex
+	took     bool
+	statusID int // the status message, once sent
 }
 
 var _ core.Reporter = (*job)(nil)
@@ -106,111 +101,61 @@ func (j *job) accepted() bool {
 	return j.took
 }
 
+func (j *job) statusMessage() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.statusID
+}
+
 // Progress implements core.Reporter; it never blocks.
 func (j *job) Progress(p core.Progress) {
 	j.accept()
-	j.mu.Lock()
-	j.latest = p
-	j.seq++
-	j.mu.Unlock()
-	select {
-	case j.wake <- struct{}{}:
-	default:
-	}
-}
-
-// halt stops the loop and waits for it, so nothing is edited after.
-func (j *job) halt() {
-	j.stopOnce.Do(func() { close(j.stop) })
-	<-j.done
+	j.status.Set(statusText(p, j.lang))
 }
 
 // Deliver implements core.Reporter: it sends the result and then removes the
 // status message.
 func (j *job) Deliver(ctx context.Context, d core.Delivery) error {
 	j.accept()
-	j.halt()
+	j.status.Close()
 	if err := j.b.deliver(ctx, j.to, j.lang, d); err != nil {
 		return err
 	}
-	if j.statusID != 0 {
+	if id := j.statusMessage(); id != 0 {
+		// Deletions do not count against the send limits.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
 		defer cancel()
-		if _, err := j.b.api.DeleteMessage(dctx, &bot.DeleteMessageParams{ChatID: j.to.chat, MessageID: j.statusID}); err != nil {
+		if _, err := j.b.api.DeleteMessage(dctx, &bot.DeleteMessageParams{ChatID: j.to.chat, MessageID: id}); err != nil {
 			j.b.log.Debug("telegram: could not delete the status message", "chat", j.to.chat, "err", j.b.redact(err))
 		}
+		j.mu.Lock()
 		j.statusID = 0
+		j.mu.Unlock()
 	}
 	return nil
 }
 
-// loop sends the latest status whenever it changed and the chat's throttle
-// allows, and the upload_photo action every few seconds while generating.
-// It ends when the job does (halt).
-func (j *job) loop() {
-	defer close(j.done)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	sent := 0
-	var nextAction time.Time
-	for {
-		select {
-		case <-j.stop:
-			return
-		case <-j.wake:
-		case <-timer.C:
-		}
-		j.mu.Lock()
-		p, seq := j.latest, j.seq
-		j.mu.Unlock()
-		if seq == 0 {
-			continue
-		}
-		var wait time.Duration
-		if p.Stage == core.StageGenerating {
-			now := j.b.now()
-			if !now.Before(nextAction) {
-				j.action()
-				nextAction = now.Add(actionEvery)
-			}
-			wait = max(nextAction.Sub(now), time.Millisecond)
-		}
-		if seq != sent {
-			text := statusText(p, j.lang)
-			switch d := j.b.throttle.take(j.to.chat); {
-			case text == j.statusText:
-				sent = seq
-			case d > 0:
-				if wait == 0 || d < wait {
-					wait = d
-				}
-			default:
-				j.show(text)
-				sent = seq
-			}
-		}
-		if wait > 0 {
-			timer.Reset(wait)
-		}
-	}
-}
-
-// show sends the status message, or edits it. Failures are skipped: a
-// later state will try again.
-func (j *job) show(text string) {
-	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
-	defer cancel()
+// showStatus sends the status message, or edits it; the budget was taken by
+// the caller. The message is stored with the job so that a crash leaves no
+// "generating…" behind: recovery turns it into the apology.
+func (j *job) showStatus(ctx context.Context, text string) error {
+	id := j.statusMessage()
 	var err error
-	if j.statusID == 0 {
-		var m *models.Message
-		m, err = j.b.api.SendMessage(ctx, &bot.SendMessageParams{ChatID: j.to.chat, MessageThreadID: j.to.thread,
-			Text: fit(text, maxMessageLen), ReplyParameters: replyParams(j.to), LinkPreviewOptions: noPreview()})
-		if err == nil {
+	if id == 0 {
+		m, serr := j.b.api.SendMessage(ctx, &bot.SendMessageParams{ChatID: j.to.chat, MessageThreadID: j.to.thread,
+			Text: fit(text, maxMessageLen), ReplyParameters: replyParams(j.to), LinkPreviewOptions: noPreview(),
+			AllowPaidBroadcast: j.b.paid})
+		if err = serr; err == nil {
+			j.mu.Lock()
 			j.statusID = m.ID
+			j.mu.Unlock()
+			ref := target{chat: j.to.chat, msg: m.ID}.replyTo()
+			if nerr := j.b.svc.NoteStatus(context.WithoutCancel(ctx), j.key, ref); nerr != nil {
+				j.b.log.Warn("telegram: could not store the status message", "job", j.key, "err", nerr)
+			}
 		}
 	} else {
-		_, err = j.b.api.EditMessageText(ctx, &bot.EditMessageTextParams{ChatID: j.to.chat, MessageID: j.statusID,
+		_, err = j.b.api.EditMessageText(ctx, &bot.EditMessageTextParams{ChatID: j.to.chat, MessageID: id,
 			Text: fit(text, maxMessageLen), LinkPreviewOptions: noPreview()})
 		if err != nil && strings.Contains(err.Error(), "message is not modified") {
 			err = nil
@@ -218,21 +163,11 @@ func (j *job) show(text string) {
 	}
 	if err != nil {
 		if d := retryAfter(err); d > 0 {
-			j.b.throttle.hold(j.to.chat, d)
+			j.b.budget.Hold(j.to.chatKey(), d)
 		}
 		j.b.log.Debug("telegram: status update skipped", "chat", j.to.chat, "err", j.b.redact(err))
-		return
 	}
-	j.statusText = text
-}
-
-func (j *job) action() {
-	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
-	defer cancel()
-	if _, err := j.b.api.SendChatAction(ctx, &bot.SendChatActionParams{ChatID: j.to.chat, MessageThreadID: j.to.thread,
-		Action: models.ChatActionUploadPhoto}); err != nil {
-		j.b.log.Debug("telegram: chat action failed", "chat", j.to.chat, "err", j.b.redact(err))
-	}
+	return err
 }
 
 // callbackAnswer answers a callback query exactly once: Telegram keeps the
@@ -259,3 +194,12 @@ func (c *callbackAnswer) answer(ctx context.Context, text string, alert bool) {
 		}
 	})
 }
+
+// chatKey is the budget's name for the target's chat: groups have negative
+// ids and their own, smaller budget.
+func (t target) chatKey() pace.Chat {
+	return pace.Chat{ID: strconv.FormatInt(t.chat, 10), Group: t.chat < 0}
+}
+
+// errNoBudget is returned when ctx ended while waiting for the budget.
+var errNoBudget = errors.New("telegram: no send budget before the deadline")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-telegram/bot/models"
 
+	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
 	"github.com/imaginebot/imaginebot/core"
@@ -122,8 +123,7 @@ func TestHelpAndUsage(t *testing.T) {
 }
 
 // Status: one message per job, replying to the user, showing the queue
-// position and then generation, with the upload_photo action; deleted when
-// the result arrives.
+// position and then generation; deleted when the result arrives.
 func TestQueueAndProgress(t *testing.T) {
 	e := newEnv(t, func(c *envConfig) { c.core.Concurrency = 1 })
 	release := make(chan struct{})
@@ -136,10 +136,6 @@ func TestQueueAndProgress(t *testing.T) {
 	queued := e.waitText(t, bob.ID, "⏳ Queued #1")
 	if gen.ReplyTo() != first.Message.ID || queued.ReplyTo() != second.Message.ID {
 		t.Errorf("status replies to %d and %d", gen.ReplyTo(), queued.ReplyTo())
-	}
-	action := e.tg.WaitCall(t, "sendChatAction", wait)
-	if action.Field("action") != "upload_photo" || action.ChatID() != alice.ID {
-		t.Errorf("chat action %v", action.Fields)
 	}
 	close(release)
 	e.tg.WaitCalls(t, "sendPhoto", 2, wait)
@@ -242,6 +238,29 @@ func TestNotifyInterrupted(t *testing.T) {
 	}
 }
 
+// A job cut off while its picture was being sent says so, and its status
+// message becomes the notice instead of staying at "Generating…".
+func TestNotifyInterruptedWhileDelivering(t *testing.T) {
+	e := newEnv(t)
+	e.bot.NotifyInterrupted(context.Background(), []core.Job{
+		{Key: "telegram:update:9", User: core.User{Platform: core.PlatformTelegram, ID: "1001"},
+			ReplyTo: "1001:80", Status: "1001:81", Outcome: core.CodeDeliveryCut, Lang: core.English},
+		{Key: "telegram:update:10", User: core.User{Platform: core.PlatformTelegram, ID: "1002"},
+			ReplyTo: "1002:90", Status: "1002:91", Outcome: core.CodeInterrupted, Lang: core.English},
+	})
+	edit := e.waitText(t, alice.ID, "may have arrived", "free")
+	if edit.Method != "editMessageText" || edit.Field("message_id") != "81" {
+		t.Errorf("alice got %s of message %s", edit.Method, edit.Field("message_id"))
+	}
+	edit = e.waitText(t, bob.ID, "send your prompt again")
+	if edit.Method != "editMessageText" || edit.Field("message_id") != "91" {
+		t.Errorf("bob got %s of message %s", edit.Method, edit.Field("message_id"))
+	}
+	if n := len(e.tg.Calls("sendMessage")); n != 0 {
+		t.Errorf("%d new messages beside the edited statuses", n)
+	}
+}
+
 var quiet = slog.New(slog.DiscardHandler)
 
 // A fake core, for the adapter's own timing behaviour.
@@ -254,6 +273,12 @@ func (f *fakeService) Imagine(ctx context.Context, req core.Request, rep core.Re
 	return f.imagine(ctx, req, rep)
 }
 
+func (f *fakeService) Arrival() uint64 { return 0 }
+
+func (f *fakeService) Abandon(uint64) {}
+
+func (f *fakeService) NoteStatus(context.Context, string, string) error { return nil }
+
 func runFake(t *testing.T, tg *telegramtest.Server, svc *fakeService, interval time.Duration) *telegram.Bot {
 	t.Helper()
 	return runFakeConfig(t, svc, telegram.Config{Token: tg.Token, APIBaseURL: tg.URL, PollTimeout: time.Second, ProgressInterval: interval})
@@ -262,7 +287,7 @@ func runFake(t *testing.T, tg *telegramtest.Server, svc *fakeService, interval t
 // runFakeConfig runs a bot over svc until the test ends, then waits for it.
 func runFakeConfig(t *testing.T, svc *fakeService, cfg telegram.Config) *telegram.Bot {
 	t.Helper()
-	b, err := telegram.New(cfg, svc, telegram.WithLogger(quiet))
+	b, err := telegram.New(cfg, svc, telegram.WithLogger(quiet), telegram.WithLimits(pace.Limits{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,9 +366,6 @@ func TestProgressEditsWhenAllowed(t *testing.T) {
 			texts = append(texts, e.Text())
 		}
 		t.Errorf("edits %q", texts)
-	}
-	if a := tg.WaitCall(t, "sendChatAction", wait); a.Field("action") != "upload_photo" {
-		t.Errorf("action %q", a.Field("action"))
 	}
 }
 

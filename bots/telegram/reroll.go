@@ -12,7 +12,7 @@ import (
 // reroll handles a press on a result's 🔄 button: the same prompt, model and
 // options again, charged to whoever pressed it, in that chat's scope, as a
 // reply to the result. The query is always answered.
-func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery) {
+func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) {
 	lang := core.LangFromCode(cq.From.LanguageCode)
 	cb := &callbackAnswer{b: b, id: cq.ID}
 	defer cb.answer(ctx, "", false) // whatever happened, stop the spinner
@@ -53,6 +53,7 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery) {
 	}
 	req := core.Request{
 		Key:     keyCallbackPrefix + cq.ID,
+		Seq:     seq,
 		User:    coreUser(&cq.From),
 		Scope:   scope,
 		Lang:    lang,

@@ -9,6 +9,7 @@ import (
 	"github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
 
+	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -70,9 +71,20 @@ func (b *Bot) route(upd *models.Update) func(ctx context.Context) {
 	case upd.CallbackQuery != nil:
 		cq := upd.CallbackQuery
 		b.remember(&cq.From)
-		return func(ctx context.Context) { b.reroll(ctx, cq) }
+		return b.arrival(func(ctx context.Context, seq uint64) { b.reroll(ctx, cq, seq) })
 	}
 	return nil
+}
+
+// arrival numbers a job's update here, in update order, so the queue serves
+// jobs in the order their updates arrived whatever their goroutines do
+// next; the work gives the number up if it ends without a job.
+func (b *Bot) arrival(work func(ctx context.Context, seq uint64)) func(ctx context.Context) {
+	seq := b.svc.Arrival()
+	return func(ctx context.Context) {
+		defer b.svc.Abandon(seq)
+		work(ctx, seq)
+	}
 }
 
 func (b *Bot) remember(u *models.User) {
@@ -110,14 +122,14 @@ func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.C
 		if !private {
 			return nil
 		}
-		return func(ctx context.Context) { b.imagine(ctx, updateID, m, m.Text) }
+		return b.arrival(func(ctx context.Context, seq uint64) { b.imagine(ctx, updateID, seq, m, m.Text) })
 	}
 	if mention != "" && !strings.EqualFold(mention, b.Username()) {
 		return nil // addressed to another bot
 	}
 	switch cmd {
 	case "imagine":
-		return func(ctx context.Context) { b.imagine(ctx, updateID, m, args) }
+		return b.arrival(func(ctx context.Context, seq uint64) { b.imagine(ctx, updateID, seq, m, args) })
 	case "start", "help":
 		return func(ctx context.Context) { b.help(ctx, m) }
 	case "quota":
@@ -195,13 +207,13 @@ func replyTarget(m *models.Message) target {
 
 // replyText answers m with text (best effort, logged).
 func (b *Bot) replyText(ctx context.Context, m *models.Message, text string) {
-	if _, err := b.sendText(ctx, replyTarget(m), text, nil); err != nil {
+	if _, err := b.sendText(ctx, replyTarget(m), pace.Reply, text, nil); err != nil {
 		b.log.Warn("telegram: reply failed", "chat", m.Chat.ID, "err", b.redact(err))
 	}
 }
 
 // imagine starts a job from a message: "/imagine <text>" or a private text.
-func (b *Bot) imagine(ctx context.Context, updateID int64, m *models.Message, text string) {
+func (b *Bot) imagine(ctx context.Context, updateID int64, seq uint64, m *models.Message, text string) {
 	lang := core.LangFromCode(m.From.LanguageCode)
 	private := m.Chat.Type == models.ChatTypePrivate
 	cmd, err := core.ParseCommand(text)
@@ -216,6 +228,7 @@ func (b *Bot) imagine(ctx context.Context, updateID int64, m *models.Message, te
 	to := replyTarget(m)
 	req := core.Request{
 		Key:     keyUpdatePrefix + strconv.FormatInt(updateID, 10),
+		Seq:     seq,
 		User:    coreUser(m.From),
 		Scope:   ScopeOf(m.Chat),
 		Lang:    lang,

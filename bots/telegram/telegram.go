@@ -25,6 +25,7 @@ import (
 	"github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
 
+	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -36,6 +37,12 @@ const (
 	DefaultMaxPhotoBytes    = 10_000_000 // Telegram: "at most 10 MB"
 	DefaultMaxDocumentBytes = 50_000_000
 	DefaultMaxHandlers      = 256
+	// DefaultMessagesPerSecond is Telegram's limit for a bot without paid
+	// broadcasts.
+	DefaultMessagesPerSecond = 30
+	// MaxMessagesPerSecond is the most paid broadcasts allow.
+	MaxMessagesPerSecond = 1000
+	DefaultConnections   = 32
 )
 
 // Telegram limits.
@@ -63,6 +70,13 @@ type Config struct {
 	// requests are held, so a flood cannot grow memory. It must exceed
 	// core's concurrency + queue cap, or refusals would wait behind jobs.
 	MaxHandlers int
+	// MessagesPerSecond is the bot's overall send budget (default 30, as
+	// Telegram allows). Above 30 the bot sets allow_paid_broadcast on its
+	// messages, which Telegram bills in Stars, up to 1000.
+	MessagesPerSecond int
+	// Connections sizes the pool of kept-alive connections to the Bot API
+	// (default 32): about the calls in flight at once.
+	Connections int
 }
 
 var (
@@ -90,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollTimeout < 0 || c.ProgressInterval < 0 || c.MaxPhotoBytes < 0 || c.MaxDocumentBytes < 0 {
 		errs = append(errs, errors.New("telegram: durations and sizes must not be negative"))
+	}
+	if c.MessagesPerSecond < 0 || c.MessagesPerSecond > MaxMessagesPerSecond {
+		errs = append(errs, fmt.Errorf("telegram: messages per second %d is outside 1–%d", c.MessagesPerSecond, MaxMessagesPerSecond))
 	}
 	if c.WebhookURL != "" {
 		if u, err := url.Parse(c.WebhookURL); err != nil || u.Scheme != "https" || u.Host == "" {
@@ -125,11 +142,20 @@ func (c *Config) defaults() {
 	if c.MaxHandlers <= 0 {
 		c.MaxHandlers = DefaultMaxHandlers
 	}
+	if c.MessagesPerSecond == 0 {
+		c.MessagesPerSecond = DefaultMessagesPerSecond
+	}
+	if c.Connections <= 0 {
+		c.Connections = DefaultConnections
+	}
 }
 
 // Service is what the adapter needs from core; *core.Service satisfies it.
 type Service interface {
 	Imagine(ctx context.Context, req core.Request, rep core.Reporter) (core.Receipt, error)
+	Arrival() uint64
+	Abandon(seq uint64)
+	NoteStatus(ctx context.Context, key, ref string) error
 	Balance(ctx context.Context, k core.AccountKey) (core.Balance, error)
 	Job(ctx context.Context, key string) (core.Job, error)
 	Models() []core.Model
@@ -180,13 +206,19 @@ func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
 	}
 }
 
-// WithClock sets the time source of the progress throttle.
+// WithClock sets the time source of the send budget.
 func WithClock(now func() time.Time) Option {
 	return func(b *Bot) {
 		if now != nil {
 			b.now = now
 		}
 	}
+}
+
+// WithLimits replaces the send limits derived from MessagesPerSecond (a
+// self-hosted Bot API server in front of its own limits; tests).
+func WithLimits(l pace.Limits) Option {
+	return func(b *Bot) { b.limits = &l }
 }
 
 // WithUsername gives the bot's @username and skips getMe at start-up.
@@ -205,11 +237,13 @@ type Bot struct {
 	now    func() time.Time
 	owners map[int64]bool
 
-	throttle *throttle
-	users    *userIndex
-	admins   *lru[[2]int64, bool]
-	rerolls  *lru[string, string] // short callback token → job key
-	seen     *lru[int64, bool]    // recent update ids: a redelivered update runs once
+	budget  *pace.Budget
+	limits  *pace.Limits // from WithLimits; nil = Telegram's
+	paid    bool         // allow_paid_broadcast: the budget is above Telegram's free 30/s
+	users   *userIndex
+	admins  *lru[[2]int64, bool]
+	rerolls *lru[string, string] // short callback token → job key
+	seen    *lru[int64, bool]    // recent update ids: a redelivered update runs once
 
 	slots chan struct{} // one per update being handled (Config.MaxHandlers)
 
@@ -233,7 +267,7 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 		cfg:    cfg,
 		svc:    svc,
 		log:    slog.Default(),
-		hc:     &http.Client{},
+		hc:     &http.Client{Transport: newTransport(cfg.Connections)},
 		sleep:  sleepCtx,
 		now:    time.Now,
 		owners: map[int64]bool{},
@@ -245,7 +279,12 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 	for _, id := range cfg.Owners {
 		b.owners[id] = true
 	}
-	b.throttle = newThrottle(cfg.ProgressInterval, b.now)
+	limits := pace.Telegram(cfg.MessagesPerSecond)
+	if b.limits != nil {
+		limits = *b.limits
+	}
+	b.budget = pace.NewBudget(limits, b.now)
+	b.paid = cfg.MessagesPerSecond > DefaultMessagesPerSecond
 	b.users = newUserIndex(10000)
 	b.admins = newLRU[[2]int64, bool](4096, b.now)
 	b.rerolls = newLRU[string, string](4096, b.now)
@@ -403,8 +442,11 @@ func (b *Bot) setCommands(ctx context.Context) {
 }
 
 // NotifyInterrupted tells the users of jobs a crash interrupted (already
-// refunded by core's Recover) that they should try again, as a reply to
-// their message. Jobs of other platforms are skipped.
+// refunded by core's Recover) what happened: the job's status message, when
+// it had one, becomes the apology; otherwise it goes as a reply to their
+// message. A job cut off while its picture was being sent says the picture
+// may have arrived (and is free), instead of asking for the prompt again.
+// Jobs of other platforms are skipped.
 func (b *Bot) NotifyInterrupted(ctx context.Context, jobs []core.Job) {
 	for _, j := range jobs {
 		if j.User.Platform != core.PlatformTelegram && !strings.HasPrefix(j.Key, "telegram:") {
@@ -415,10 +457,15 @@ func (b *Bot) NotifyInterrupted(ctx context.Context, jobs []core.Job) {
 			b.log.Warn("telegram: interrupted job without a reply target", "job", j.Key)
 			continue
 		}
-		text := core.Message(&core.Error{Code: core.CodeInterrupted}, j.Lang)
-		if _, err := b.sendText(ctx, to, text, nil); err != nil {
-			b.log.Warn("telegram: could not tell a user about an interrupted job", "job", j.Key, "err", b.redact(err))
+		code := j.Outcome
+		if code != core.CodeDeliveryCut {
+			code = core.CodeInterrupted
 		}
+		status := 0
+		if st, ok := parseReplyTo(j.Status); ok && st.chat == to.chat {
+			status = st.msg
+		}
+		b.replace(ctx, to, status, core.Message(&core.Error{Code: code}, j.Lang))
 		if ctx.Err() != nil {
 			return
 		}

@@ -3,12 +3,16 @@ package telegram
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path"
 	"time"
 
 	"github.com/go-telegram/bot"
+
+	"github.com/imaginebot/imaginebot/bots/pace"
 )
 
 // Per-call deadlines. One client timeout cannot fit both a 50 s long poll
@@ -56,10 +60,49 @@ func (b *cancelBody) Close() error {
 	return err
 }
 
-// retry429 runs call, and again after Telegram's retry_after when it answers
-// 429, at most sendRetries times and never past ctx's deadline. Only sends
-// that matter (results, error replies) go through it; progress edits skip
-// instead.
+// newTransport is the HTTP transport for Bot API calls: every call goes to
+// one host, so the idle pool per host is sized to the calls in flight at
+// once (Go's default of 2 would open a new connection, and a TLS handshake,
+// for most of them under load).
+func newTransport(conns int) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          conns,
+		MaxIdleConnsPerHost:   conns,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// send runs call, a send or edit to to's chat counting n messages, once the
+// budget allows a message of class there. After a 429 — which the budget
+// should have prevented — the chat is held for Telegram's retry_after and the
+// call made again, at most sendRetries times and never past ctx's deadline.
+func (b *Bot) send(ctx context.Context, to target, class pace.Class, n int, call func(ctx context.Context) error) error {
+	chat := to.chatKey()
+	for attempt := 0; ; attempt++ {
+		if err := b.budget.Wait(ctx, chat, class, n); err != nil {
+			return fmt.Errorf("%w: %w", errNoBudget, err)
+		}
+		err := call(ctx)
+		wait := retryAfter(err)
+		if wait == 0 {
+			return err
+		}
+		b.budget.Hold(chat, wait)
+		if dl, ok := ctx.Deadline(); attempt >= sendRetries || (ok && time.Until(dl) < wait) {
+			return err
+		}
+		b.log.Warn("telegram: rate limited by Telegram, retrying", "chat", to.chat, "retry_after", wait, "attempt", attempt+1)
+	}
+}
+
+// retry429 runs a call that is not a message (getMe, answerCallbackQuery,
+// getChatMember), and again after Telegram's retry_after when it answers
+// 429, at most sendRetries times and never past ctx's deadline.
 func (b *Bot) retry429(ctx context.Context, call func(ctx context.Context) error) error {
 	for attempt := 0; ; attempt++ {
 		err := call(ctx)

@@ -73,7 +73,10 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 		WebhookURL:       cfg.Telegram.Webhook.URL,
 		WebhookSecret:    cfg.Telegram.Webhook.SecretToken,
 		// Room for every job core admits plus the refusals of the rest.
-		MaxHandlers: coreCfg.Concurrency + coreCfg.QueueCap + 64,
+		MaxHandlers:       coreCfg.Concurrency + coreCfg.QueueCap + 64,
+		MessagesPerSecond: cfg.Telegram.MessagesPerSecond,
+		// Results, status edits, long polls and commands in flight at once.
+		Connections: coreCfg.Concurrency + 16,
 	}, svc, telegram.WithLogger(log))
 	if err != nil {
 		return fmt.Errorf("telegram: %w", err)

@@ -92,14 +92,17 @@ type HTTPConfig struct {
 }
 
 type TelegramConfig struct {
-	Token            string          `yaml:"token"`
-	APIBaseURL       string          `yaml:"api_base_url"`
-	Owners           []int64         `yaml:"owners"`
-	PollTimeout      time.Duration   `yaml:"poll_timeout"`
-	ProgressInterval time.Duration   `yaml:"progress_interval"`
-	MaxPhotoBytes    ByteSize        `yaml:"max_photo_bytes"`
-	MaxDocumentBytes ByteSize        `yaml:"max_document_bytes"`
-	Webhook          TelegramWebhook `yaml:"webhook"`
+	Token            string        `yaml:"token"`
+	APIBaseURL       string        `yaml:"api_base_url"`
+	Owners           []int64       `yaml:"owners"`
+	PollTimeout      time.Duration `yaml:"poll_timeout"`
+	ProgressInterval time.Duration `yaml:"progress_interval"`
+	MaxPhotoBytes    ByteSize      `yaml:"max_photo_bytes"`
+	MaxDocumentBytes ByteSize      `yaml:"max_document_bytes"`
+	// MessagesPerSecond is the overall send budget (Telegram allows 30;
+	// paid broadcasts up to 1000).
+	MessagesPerSecond int             `yaml:"messages_per_second"`
+	Webhook           TelegramWebhook `yaml:"webhook"`
 }
 
 type TelegramWebhook struct {

@@ -61,6 +61,7 @@ func (c *Config) applyDefaults() {
 	def(&t.ProgressInterval, 3*time.Second)
 	def(&t.MaxPhotoBytes, 10_000_000) // Telegram's limits, in decimal megabytes
 	def(&t.MaxDocumentBytes, 50_000_000)
+	def(&t.MessagesPerSecond, telegram.DefaultMessagesPerSecond)
 	def(&t.Webhook.Path, "/telegram/webhook")
 	if t.Webhook.URL != "" {
 		def(&c.HTTP.Listen, ":8080")
@@ -216,6 +217,10 @@ func (c *Config) validate() []string {
 	}
 	if t.MaxPhotoBytes < 1<<10 || t.MaxDocumentBytes < t.MaxPhotoBytes {
 		p.add("telegram.max_document_bytes", "%d must be at least telegram.max_photo_bytes (%d)", t.MaxDocumentBytes, t.MaxPhotoBytes)
+	}
+	if t.MessagesPerSecond < 1 || t.MessagesPerSecond > telegram.MaxMessagesPerSecond {
+		p.add("telegram.messages_per_second", "%d is out of range; use 1 to %d (Telegram allows 30, and up to %d with paid broadcasts)",
+			t.MessagesPerSecond, telegram.MaxMessagesPerSecond, telegram.MaxMessagesPerSecond)
 	}
 	for i, id := range t.Owners {
 		if id <= 0 {

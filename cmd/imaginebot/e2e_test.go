@@ -161,6 +161,44 @@ func TestRunRefundsJobsInterruptedByACrash(t *testing.T) {
 	}
 }
 
+// A job cut off while its picture was being sent: its status message becomes
+// "it may have arrived, and it is free", and the units come back.
+func TestRunRecoversAJobCutOffWhileDelivering(t *testing.T) {
+	w := newWorld(t, "")
+	db, err := bolt.Open(w.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := core.NewLedger(db, core.Quotas{Location: time.UTC, DefaultDaily: 2})
+	ctx := context.Background()
+	_, _, err = ledger.Reserve(ctx, core.Job{
+		Key: "telegram:update:78", Account: core.AccountKey{Scope: "telegram:private", User: "telegram:42"},
+		User: core.User{Platform: core.PlatformTelegram, ID: "42"}, Units: 1, ReplyTo: "42:5", Lang: core.English,
+	}, time.Now())
+	if err == nil {
+		err = ledger.NoteStatus(ctx, "telegram:update:78", "42:6")
+	}
+	if err == nil {
+		err = ledger.Delivering(ctx, "telegram:update:78")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	_, stop := w.start(t)
+	edit := w.tg.WaitText(t, 42, 10*time.Second, "may have arrived", "free")
+	if edit.Method != "editMessageText" || edit.Field("message_id") != "6" {
+		t.Fatalf("told with %s of message %s", edit.Method, edit.Field("message_id"))
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.remaining(t, "telegram:private", "42"); got != "2" {
+		t.Fatalf("remaining = %s, want 2 (refunded)", got)
+	}
+}
+
 func TestRunWebhook(t *testing.T) {
 	w := newWorld(t, "http:\n  listen: 127.0.0.1:0\n")
 	w.env["IMAGINEBOT_TELEGRAM_WEBHOOK_URL"] = "https://bot.example/telegram/webhook"

@@ -55,9 +55,13 @@ func coreConfig(c *Config) (core.Config, error) {
 
 // newGenerator builds the upstream client with its safe image fetcher.
 func newGenerator(c *Config, log *slog.Logger) *upstream.Client {
+	// Every job in flight holds one gateway connection and then one image
+	// download: size the kept-alive pools to the concurrency.
+	conns := c.Limits.Concurrency + 4
 	f := fetch.New(fetch.Config{
 		MaxBytes:     int64(c.Images.MaxBytes),
 		AllowedHosts: c.Images.AllowPrivateHosts,
+		MaxConns:     conns,
 	}, fetch.WithLogger(log))
 	u := c.Upstream
 	retries := *u.Retries
@@ -75,6 +79,7 @@ func newGenerator(c *Config, log *slog.Logger) *upstream.Client {
 		TopP:              u.TopP,
 		MaxTokens:         u.MaxTokens,
 		N:                 u.N,
+		MaxConns:          conns,
 	}, f, upstream.WithLogger(log))
 }
 

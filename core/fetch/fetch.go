@@ -7,6 +7,7 @@ package fetch
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,10 @@ type Config struct {
 	Timeout time.Duration
 	// UserAgent is sent with every request.
 	UserAgent string
+	// MaxConns sizes the pool of kept-alive connections per image host: the
+	// downloads in flight at once (default 16). Gateways serve images from
+	// one or two hosts, so Go's default of 2 would reconnect for most.
+	MaxConns int
 }
 
 // Validate reports every problem in c at once, for config loading.
@@ -126,12 +131,14 @@ func New(cfg Config, opts ...Option) *Fetcher {
 	// Built field by field rather than cloned from http.DefaultTransport: a
 	// clone would inherit whatever another package set on that global, and
 	// Proxy must stay nil — a proxy from the environment would dial for us
-	// and bypass the address check. The values match DefaultTransport's.
+	// and bypass the address check. The values match DefaultTransport's, but
+	// for the idle pool.
 	tr := &http.Transport{
 		Proxy:                  nil,
 		DialContext:            d.DialContext,
 		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           100,
+		MaxIdleConns:           max(100, cfg.MaxConns),
+		MaxIdleConnsPerHost:    cmp.Or(cfg.MaxConns, 16),
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    10 * time.Second,
 		ExpectContinueTimeout:  1 * time.Second,

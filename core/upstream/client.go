@@ -11,6 +11,7 @@ package upstream
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -67,6 +68,10 @@ type Config struct {
 	StreamIdleTimeout time.Duration
 	// MaxResponseBytes caps a response body and a stream's text (default 64 MiB).
 	MaxResponseBytes int64
+	// MaxConns sizes the pool of kept-alive connections to the gateway: the
+	// calls in flight at once (default 16). Go's default of 2 per host would
+	// open a new connection, and a TLS handshake, for most jobs under load.
+	MaxConns int
 
 	// Optional sampling fields, sent only when set (N only when > 1).
 	Temperature *float64
@@ -148,8 +153,11 @@ func New(cfg Config, f Fetcher, opts ...Option) *Client {
 		o(c)
 	}
 	if c.hc == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = cmp.Or(cfg.MaxConns, 16)
+		tr.MaxIdleConns = max(tr.MaxIdleConns, tr.MaxIdleConnsPerHost)
 		c.hc = &http.Client{
-			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},
