@@ -29,6 +29,7 @@ type Job struct {
 	ReplyTo     string // adapter-defined reply target, to tell the user after a crash
 	Status      string // adapter-defined reference to the job's status message, to edit it after a crash
 	Delivering  bool   // the result was being sent: after a crash the picture may have arrived
+	NoticeOwed  bool   // refunded by crash recovery; the user is still to be told
 	Lang        Lang
 	Created     time.Time
 	Finished    time.Time

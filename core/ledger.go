@@ -94,6 +94,30 @@ func (l *Ledger) Commit(ctx context.Context, key string, now time.Time) error {
 // Refund returns a pending job's units and records why it failed. Refunding
 // twice is a no-op; a committed job cannot be refunded.
 func (l *Ledger) Refund(ctx context.Context, key string, reason Code, now time.Time) error {
+	return l.refund(ctx, key, reason, now, false)
+}
+
+// RefundOwingNotice refunds like Refund and records, in the same
+// transaction, that the user is still to be told (crash recovery): the
+// notice survives another crash until Notified.
+func (l *Ledger) RefundOwingNotice(ctx context.Context, key string, reason Code, now time.Time) error {
+	return l.refund(ctx, key, reason, now, true)
+}
+
+// Notified records that the user of key was told how the job ended.
+func (l *Ledger) Notified(ctx context.Context, key string) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		j, ok, err := tx.Job(key)
+		if err != nil || !ok || !j.NoticeOwed {
+			return err
+		}
+		j.NoticeOwed = false
+		return tx.PutJob(j)
+	})
+	return wrapStore("notified", err)
+}
+
+func (l *Ledger) refund(ctx context.Context, key string, reason Code, now time.Time, owe bool) error {
 	err := l.store.Update(ctx, func(tx Tx) error {
 		j, settled, err := settle(tx, key, JobRefunded)
 		if err != nil || settled {
@@ -107,7 +131,7 @@ func (l *Ledger) Refund(ctx context.Context, key string, reason Code, now time.T
 		if err := tx.PutAccount(a); err != nil {
 			return err
 		}
-		j.State, j.Outcome, j.Finished = JobRefunded, reason, now
+		j.State, j.Outcome, j.Finished, j.NoticeOwed = JobRefunded, reason, now, owe
 		return tx.PutJob(j)
 	})
 	return wrapStore("refund", err)

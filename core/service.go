@@ -26,7 +26,7 @@ type Config struct {
 	QueueCap    int        // jobs waiting for a slot, default 100
 
 	JobTimeout      time.Duration // generation budget per job, default 5 min
-	DeliveryTimeout time.Duration // budget to upload the result, default 2 min
+	DeliveryTimeout time.Duration // budget to send the result, default 10 min: in a busy group it may wait minutes for the platform's send budget
 	ProgressEvery   time.Duration // elapsed-time progress while generating, default 5 s
 
 	Quotas Quotas
@@ -42,7 +42,7 @@ func (c *Config) defaults() {
 	setDefault(&c.Concurrency, 4)
 	setDefault(&c.QueueCap, 100)
 	setDefault(&c.JobTimeout, 5*time.Minute)
-	setDefault(&c.DeliveryTimeout, 2*time.Minute)
+	setDefault(&c.DeliveryTimeout, 10*time.Minute)
 	setDefault(&c.ProgressEvery, 5*time.Second)
 }
 
@@ -440,29 +440,38 @@ func (s *Service) fail(ctx context.Context, log *slog.Logger, job Job, err error
 	return e
 }
 
-// Recover refunds jobs left pending by a crash and returns them, so adapters
-// can tell their users: Outcome is CodeDeliveryCut for a job whose result
-// was being sent (it may have arrived), CodeInterrupted otherwise. Call it
-// before accepting new jobs.
+// Recover refunds jobs left pending by a crash and returns every job whose
+// user is still to be told (these, and those a crash during an earlier
+// notice left): Outcome is CodeDeliveryCut for a job whose result was being
+// sent (it may have arrived), CodeInterrupted otherwise. Adapters tell the
+// users and call Notified for each; a notice not confirmed is returned
+// again at the next start. Call it before accepting new jobs.
 func (s *Service) Recover(ctx context.Context) ([]Job, error) {
 	pending, err := s.store.PendingJobs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("core: recover: %w", err)
 	}
-	var out []Job
 	for _, j := range pending {
 		code := CodeInterrupted
 		if j.Delivering {
 			code = CodeDeliveryCut
 		}
-		if err := s.ledger.Refund(ctx, j.Key, code, s.now()); err != nil {
-			return out, fmt.Errorf("core: recover %s: %w", j.Key, err)
+		if err := s.ledger.RefundOwingNotice(ctx, j.Key, code, s.now()); err != nil {
+			return nil, fmt.Errorf("core: recover %s: %w", j.Key, err)
 		}
-		j.State, j.Outcome = JobRefunded, code
-		out = append(out, j)
 		s.log.Warn("refunded job interrupted by a restart", "job", j.Key, "user", j.Account.User, "outcome", code)
 	}
-	return out, nil
+	owed, err := s.store.OwedNotices(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("core: recover: %w", err)
+	}
+	return owed, nil
+}
+
+// Notified records that the user of a recovered job was told (or cannot
+// be: the chat is gone), so the notice is not sent again.
+func (s *Service) Notified(ctx context.Context, key string) error {
+	return s.ledger.Notified(ctx, key)
 }
 
 // Shutdown stops intake, fails queued jobs (refunded), and lets running jobs

@@ -28,6 +28,9 @@ type Store interface {
 	View(ctx context.Context, fn func(Tx) error) error
 	// PendingJobs lists jobs still in JobPending (start-up recovery).
 	PendingJobs(ctx context.Context) ([]Job, error)
+	// OwedNotices lists jobs with NoticeOwed set, oldest first: users that
+	// recovery refunded and no adapter has told yet.
+	OwedNotices(ctx context.Context) ([]Job, error)
 	// RecentJobs lists an account's jobs, newest first.
 	RecentJobs(ctx context.Context, k AccountKey, limit int) ([]Job, error)
 	// Audit lists a scope's audit entries, newest first ("" = all scopes).

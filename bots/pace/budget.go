@@ -22,10 +22,27 @@ import (
 type Class int
 
 const (
-	Result   Class = iota // a finished job's picture or its fallback
-	Reply                 // refusals, failures, answers to commands
-	Progress              // status messages and their edits: merged and sent only from what is left
+	Result      Class = iota // a finished job's picture or its fallback
+	Reply                    // refusals, failures, answers to commands
+	FirstStatus              // a job's first status message: the sign its prompt was heard
+	Progress                 // later edits of a status message
 )
+
+// low reports whether c is spent only from what results and replies leave.
+func (c Class) low() bool { return c >= FirstStatus }
+
+// Msg is one message to pace.
+type Msg struct {
+	Chat  Chat
+	Class Class
+	// N is how many messages the call counts: an album counts each
+	// picture overall and once in its chat. 0 means 1.
+	N int
+	// Order sorts messages of a class: lower first (a job's arrival
+	// sequence, so results go out in the order their prompts came); 0 goes
+	// before any order, then in the order asked.
+	Order uint64
+}
 
 // Rate is a token bucket: PerSecond on average, up to Burst at once.
 type Rate struct {
@@ -39,26 +56,38 @@ func (r Rate) limiter() *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(r.PerSecond), max(r.Burst, 1))
 }
 
+// withResultToken is a chat bucket: one token over the burst, for results.
+func (r Rate) withResultToken() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(r.PerSecond), max(r.Burst, 1)+1)
+}
+
 // Limits are a platform's send limits.
 type Limits struct {
 	Global Rate // every message of the bot
 	Chat   Rate // each chat
 	Group  Rate // each group chat, on top of Chat (zero: none)
+	// ProgressShare is the part of Global that status messages may take
+	// while results and replies wait (0: none, they get only what is left).
+	// A little keeps users who wait long from waiting without a sign.
+	ProgressShare float64
 }
 
 // MaxBatch is the most messages one call may count (an album of ten).
 const MaxBatch = 10
 
 // Telegram's limits (core.telegram.org/bots/faq): about 30 messages a second
-// overall (more with paid broadcasts), about one a second in a chat and 20 a
-// minute in a group. The bot's buckets are a little smaller and burst less
-// than Telegram's, so that network jitter cannot make two sends look closer
-// than they were.
+// overall (more with paid broadcasts); in one chat about one a second, with
+// short bursts allowed; 20 a minute in a group. The bot's buckets are a
+// little smaller and burst less than Telegram's, so that network jitter
+// cannot make two sends look closer than they were. Each chat keeps one
+// message of burst for results (see Budget), so a picture never waits
+// behind its own status message.
 func Telegram(perSecond int) Limits {
 	return Limits{
-		Global: Rate{PerSecond: float64(perSecond), Burst: max(MaxBatch, perSecond/10)},
-		Chat:   Rate{PerSecond: 1 / 1.1, Burst: 1},
-		Group:  Rate{PerSecond: 19.0 / 60, Burst: 3},
+		Global:        Rate{PerSecond: float64(perSecond), Burst: max(MaxBatch, perSecond/10)},
+		Chat:          Rate{PerSecond: 1 / 1.1, Burst: 1},
+		Group:         Rate{PerSecond: 19.0 / 60, Burst: 3},
+		ProgressShare: 0.1,
 	}
 }
 
@@ -70,16 +99,22 @@ type Chat struct {
 
 // Budget paces one platform's outbound messages. Callers ask before each
 // send; asks are granted when the overall bucket and the chat's buckets all
-// have room, most important class first and first come first served within
-// a class. Nothing is ever sent beyond the limits, so 429s stay exceptions.
+// have room, most important class first and in order within a class.
+// Nothing is ever sent beyond the limits, so 429s stay exceptions.
+//
+// A chat's buckets hold one token more than their burst, kept for results:
+// other classes go only with that token spare, so a result may follow a
+// status edit at once (Telegram allows such short bursts in a chat).
 type Budget struct {
 	limits Limits
 	now    func() time.Time
 
 	mu      sync.Mutex
 	global  *rate.Limiter
+	share   *rate.Limiter // status messages' part of global while others wait
 	chats   map[Chat]*chatState
-	ready   chatHeap // chats whose first ask fits their own buckets now, by that ask
+	high    chatHeap // chats whose first ask (a result or reply) fits their own buckets now
+	low     chatHeap // the same for a status message first
 	parked  chatHeap // chats waiting for their own buckets, by when they fit
 	seq     uint64
 	after   func(time.Duration, func()) (stop func() bool) // time.AfterFunc; tests replace it
@@ -93,22 +128,31 @@ type chatState struct {
 	chatLim  *rate.Limiter
 	groupLim *rate.Limiter // nil for private chats or without a group rate
 	hold     time.Time     // after a 429: nothing before this
-	asks     []*ask        // by class, then arrival
+	asks     []*ask        // in the order they go
 	readyAt  time.Time     // when asks[0] fits the chat's buckets (parked chats)
-	idx      int           // index in ready or parked, -1 in neither
-	inReady  bool
+	idx      int           // index in its heap
+	heap     *chatHeap     // high, low or parked; nil when in none
 }
 
 type ask struct {
 	chat  *chatState
 	class Class
 	n     int
+	order uint64
 	seq   uint64
 	grant func()
 	done  bool // granted or cancelled
 }
 
-func (a *ask) before(b *ask) bool { return a.class < b.class || (a.class == b.class && a.seq < b.seq) }
+func (a *ask) before(b *ask) bool {
+	if a.class != b.class {
+		return a.class < b.class
+	}
+	if a.order != b.order {
+		return a.order < b.order
+	}
+	return a.seq < b.seq
+}
 
 // NewBudget returns a budget with limits; now is the clock (nil: time.Now).
 func NewBudget(limits Limits, now func() time.Time) *Budget {
@@ -119,7 +163,7 @@ func NewBudget(limits Limits, now func() time.Time) *Budget {
 		limits.Global = Rate{PerSecond: math.Inf(1), Burst: MaxBatch}
 	}
 	limits.Global.Burst = max(limits.Global.Burst, MaxBatch)
-	return &Budget{
+	b := &Budget{
 		limits:  limits,
 		now:     now,
 		global:  limits.Global.limiter(),
@@ -129,22 +173,24 @@ func NewBudget(limits Limits, now func() time.Time) *Budget {
 			return time.AfterFunc(d, f).Stop
 		},
 	}
+	if limits.ProgressShare > 0 && !math.IsInf(limits.Global.PerSecond, 1) {
+		b.share = rate.NewLimiter(rate.Limit(limits.ProgressShare*limits.Global.PerSecond), 1)
+	}
+	return b
 }
 
 // Limits returns the limits in use.
 func (b *Budget) Limits() Limits { return b.limits }
 
-// Ask queues a message of class c to chat counting n messages (an album
-// counts each picture overall and once in its chat). grant is called once
-// when the message may go — possibly before Ask returns, always without the
-// budget's lock — and must not block; cancel withdraws the ask and reports
-// whether it did so before the grant.
-func (b *Budget) Ask(chat Chat, c Class, n int, grant func()) (cancel func() bool) {
-	a := &ask{class: c, n: min(max(n, 1), MaxBatch), grant: grant}
+// Ask queues m. grant is called once when it may go — possibly before Ask
+// returns, always without the budget's lock — and must not block; cancel
+// withdraws the ask and reports whether it did so before the grant.
+func (b *Budget) Ask(m Msg, grant func()) (cancel func() bool) {
+	a := &ask{class: m.Class, n: min(max(m.N, 1), MaxBatch), order: m.Order, grant: grant}
 	b.mu.Lock()
 	b.seq++
 	a.seq = b.seq
-	cs := b.chatLocked(chat)
+	cs := b.chatLocked(m.Chat)
 	a.chat = cs
 	i, _ := slices.BinarySearchFunc(cs.asks, a, func(x, a *ask) int {
 		if x.before(a) {
@@ -163,11 +209,10 @@ func (b *Budget) Ask(chat Chat, c Class, n int, grant func()) (cancel func() boo
 	return func() bool { return b.cancel(a) }
 }
 
-// Wait blocks until a message of class c to chat, counting n, may be sent,
-// or ctx ends.
-func (b *Budget) Wait(ctx context.Context, chat Chat, c Class, n int) error {
+// Wait blocks until m may be sent, or ctx ends.
+func (b *Budget) Wait(ctx context.Context, m Msg) error {
 	ok := make(chan struct{})
-	cancel := b.Ask(chat, c, n, func() { close(ok) })
+	cancel := b.Ask(m, func() { close(ok) })
 	select {
 	case <-ok:
 		return nil
@@ -219,25 +264,30 @@ func (b *Budget) chatLocked(chat Chat) *chatState {
 	}
 	cs := &chatState{chat: chat, idx: -1}
 	if b.limits.Chat.set() {
-		cs.chatLim = b.limits.Chat.limiter()
+		cs.chatLim = b.limits.Chat.withResultToken()
 	}
 	if chat.Group && b.limits.Group.set() {
-		cs.groupLim = b.limits.Group.limiter()
+		cs.groupLim = b.limits.Group.withResultToken()
 	}
 	b.chats[chat] = cs
 	b.sweepLocked()
 	return cs
 }
 
-// fitsAt is when cs's first ask fits the chat's own buckets.
+// fitsAt is when cs's first ask fits the chat's own buckets: a result needs
+// one token, anything else also leaves the results' token.
 func (cs *chatState) fitsAt(now time.Time) time.Time {
 	at := now
 	if cs.hold.After(at) {
 		at = cs.hold
 	}
+	need := 1
+	if cs.asks[0].class != Result {
+		need = 2
+	}
 	for _, l := range []*rate.Limiter{cs.chatLim, cs.groupLim} {
 		if l != nil {
-			at = later(at, whenTokens(l, now, 1))
+			at = later(at, whenTokens(l, now, need))
 		}
 	}
 	return at
@@ -259,25 +309,38 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// placeLocked puts cs in the heap its first ask belongs to, or in neither.
+// placeLocked puts cs in the heap its first ask belongs to, or in none.
 func (b *Budget) placeLocked(cs *chatState, now time.Time) {
-	if cs.idx >= 0 {
-		if cs.inReady {
-			heap.Remove(&b.ready, cs.idx)
-		} else {
-			heap.Remove(&b.parked, cs.idx)
-		}
+	if cs.heap != nil {
+		heap.Remove(cs.heap, cs.idx)
+		cs.heap = nil
 	}
 	if len(cs.asks) == 0 {
 		return
 	}
+	h := &b.high
+	cs.readyAt = time.Time{} // zero in the ready heaps: they order by the ask
 	if at := cs.fitsAt(now); at.After(now) {
-		cs.readyAt, cs.inReady = at, false
-		heap.Push(&b.parked, cs)
-		return
+		cs.readyAt, h = at, &b.parked
+	} else if cs.asks[0].class.low() {
+		h = &b.low
 	}
-	cs.inReady = true
-	heap.Push(&b.ready, cs)
+	cs.heap = h
+	heap.Push(h, cs)
+}
+
+// nextReady is the chat to serve next: results and replies first, but a
+// status message now and then from its share while they wait.
+func (b *Budget) nextReady(now time.Time) (cs *chatState, fromShare bool) {
+	switch {
+	case len(b.high) > 0 && len(b.low) > 0 && b.share != nil && b.share.TokensAt(now) >= 1:
+		return b.low[0], true
+	case len(b.high) > 0:
+		return b.high[0], false
+	case len(b.low) > 0:
+		return b.low[0], false
+	}
+	return nil, false
 }
 
 // pumpLocked grants every ask that fits now, best first, and arms the timer
@@ -285,12 +348,16 @@ func (b *Budget) placeLocked(cs *chatState, now time.Time) {
 func (b *Budget) pumpLocked(now time.Time) []func() {
 	for len(b.parked) > 0 && !b.parked[0].readyAt.After(now) {
 		cs := heap.Pop(&b.parked).(*chatState)
+		cs.heap = nil
 		b.placeLocked(cs, now)
 	}
 	var grants []func()
 	var next time.Time
-	for len(b.ready) > 0 {
-		cs := b.ready[0]
+	for {
+		cs, fromShare := b.nextReady(now)
+		if cs == nil {
+			break
+		}
 		a := cs.asks[0]
 		if at := whenTokens(b.global, now, a.n); at.After(now) {
 			next = at
@@ -298,9 +365,11 @@ func (b *Budget) pumpLocked(now time.Time) []func() {
 		}
 		if cs.fitsAt(now).After(now) {
 			// The hold or a token went meanwhile (Hold on another ask).
-			heap.Pop(&b.ready)
 			b.placeLocked(cs, now)
 			continue
+		}
+		if fromShare {
+			b.share.AllowN(now, 1)
 		}
 		b.global.AllowN(now, a.n)
 		for _, l := range []*rate.Limiter{cs.chatLim, cs.groupLim} {
@@ -315,6 +384,12 @@ func (b *Budget) pumpLocked(now time.Time) []func() {
 	}
 	if len(b.parked) > 0 && (next.IsZero() || b.parked[0].readyAt.Before(next)) {
 		next = b.parked[0].readyAt
+	}
+	if len(b.high) > 0 && len(b.low) > 0 && b.share != nil {
+		// The share refills while the global bucket may not run dry.
+		if at := whenTokens(b.share, now, 1); next.IsZero() || at.Before(next) {
+			next = at
+		}
 	}
 	b.armLocked(now, next)
 	return grants
@@ -371,7 +446,7 @@ type chatHeap []*chatState
 
 func (h chatHeap) Len() int { return len(h) }
 func (h chatHeap) Less(i, j int) bool {
-	if h[i].inReady {
+	if h[i].readyAt.IsZero() {
 		return h[i].asks[0].before(h[j].asks[0])
 	}
 	return h[i].readyAt.Before(h[j].readyAt)

@@ -60,7 +60,7 @@ type recorder struct {
 }
 
 func (r *recorder) ask(b *Budget, chat Chat, c Class, n int, label string) func() bool {
-	return b.Ask(chat, c, n, func() {
+	return b.Ask(Msg{Chat: chat, Class: c, N: n}, func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.grants = append(r.grants, grant{at: b.now(), chat: chat, class: c, n: n, label: label})
@@ -79,7 +79,9 @@ func (r *recorder) labels() []string {
 
 // TestBudgetStaysWithinTelegramLimits replays every grant of a busy minute
 // against Telegram's published limits, as a strict server would count them:
-// 30 a second overall (burst 30), 1 a second per chat, 20 a minute per group.
+// 30 a second overall (burst 30), 1 a second per chat with a burst of two
+// (Telegram allows short bursts; the bot's only one is a result right after
+// a status), 20 a minute per group.
 func TestBudgetStaysWithinTelegramLimits(t *testing.T) {
 	b, c := newTestBudget(Telegram(30))
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -113,7 +115,7 @@ func TestBudgetStaysWithinTelegramLimits(t *testing.T) {
 			t.Fatalf("over the global limit at %s", g.at)
 		}
 		if perChat[g.chat] == nil {
-			perChat[g.chat] = rate.NewLimiter(1, 1)
+			perChat[g.chat] = rate.NewLimiter(1, 2)
 			perGroup[g.chat] = rate.NewLimiter(rate.Limit(20.0/60), 20)
 		}
 		if !perChat[g.chat].AllowN(g.at, 1) {
@@ -161,16 +163,52 @@ func TestBudgetOneChatDoesNotHoldOthers(t *testing.T) {
 	rec.ask(b, busy, Result, 1, "busy-1")
 	rec.ask(b, busy, Progress, 1, "busy-progress")
 	rec.ask(b, busy, Result, 1, "busy-2")
+	rec.ask(b, busy, Result, 1, "busy-3")
 	rec.ask(b, Chat{ID: "other"}, Progress, 1, "other")
-	if got := fmt.Sprint(rec.labels()); got != "[busy-1 other]" {
+	// Two results at once (the result token and the burst), then one per
+	// 1.1 s; the status waits until it can leave the results' token.
+	if got := fmt.Sprint(rec.labels()); got != "[busy-1 busy-2 other]" {
 		t.Fatalf("at once: %s", got)
 	}
-	for range 2 {
-		c.advance(1100 * time.Millisecond) // the chat's bucket: one per 1.1 s
+	c.advance(1100 * time.Millisecond)
+	b.step()
+	if got := fmt.Sprint(rec.labels()); got != "[busy-1 busy-2 other busy-3]" {
+		t.Fatalf("after 1.1 s: %s", got)
+	}
+	c.advance(1100 * time.Millisecond)
+	b.step()
+	if got := fmt.Sprint(rec.labels()); got != "[busy-1 busy-2 other busy-3]" {
+		t.Fatalf("after 2.2 s the status took the results' token: %s", got)
+	}
+	c.advance(1100 * time.Millisecond)
+	b.step()
+	if got := fmt.Sprint(rec.labels()); got != "[busy-1 busy-2 other busy-3 busy-progress]" {
+		t.Fatalf("after 3.3 s: %s", got)
+	}
+}
+
+// TestBudgetGivesStatusesTheirShare: while results keep the overall bucket
+// busy, first status messages still get about a tenth of it.
+func TestBudgetGivesStatusesTheirShare(t *testing.T) {
+	b, c := newTestBudget(Limits{Global: Rate{PerSecond: 30, Burst: MaxBatch}, ProgressShare: 0.1})
+	rec := &recorder{}
+	for i := range 2000 {
+		rec.ask(b, Chat{ID: fmt.Sprint("r", i)}, Result, 1, "result")
+		rec.ask(b, Chat{ID: fmt.Sprint("s", i)}, FirstStatus, 1, "status")
+	}
+	for range 600 { // a minute
+		c.advance(100 * time.Millisecond)
 		b.step()
 	}
-	if got := fmt.Sprint(rec.labels()); got != "[busy-1 other busy-2 busy-progress]" {
-		t.Fatalf("after 2.2 s: %s", got)
+	counts := map[string]int{}
+	for _, l := range rec.labels() {
+		counts[l]++
+	}
+	if counts["result"]+counts["status"] > 30*60+MaxBatch+1 {
+		t.Fatalf("over the budget: %v", counts)
+	}
+	if counts["status"] < 150 || counts["status"] > 200 {
+		t.Fatalf("statuses got %d of %d messages in a minute of results, want about a tenth", counts["status"], counts["result"]+counts["status"])
 	}
 }
 
@@ -207,7 +245,7 @@ func TestBudgetHoldAndCancel(t *testing.T) {
 func TestBudgetForgetsIdleChats(t *testing.T) {
 	b, c := newTestBudget(Telegram(1000))
 	for i := range 20000 {
-		b.Ask(Chat{ID: fmt.Sprint(i)}, Result, 1, func() {})
+		b.Ask(Msg{Chat: Chat{ID: fmt.Sprint(i)}, Class: Result}, func() {})
 		if i%50 == 0 {
 			c.advance(100 * time.Millisecond) // 500 a second: all granted
 			b.step()
@@ -216,7 +254,7 @@ func TestBudgetForgetsIdleChats(t *testing.T) {
 	b.mu.Lock()
 	n := len(b.chats)
 	b.mu.Unlock()
-	if pending := func() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.ready) + len(b.parked) }(); pending != 0 {
+	if pending := func() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.high) + len(b.low) + len(b.parked) }(); pending != 0 {
 		t.Fatalf("%d chats still waiting", pending)
 	}
 	// Chats refill within a second (50 of them a tick, 10 ticks), so only
@@ -229,18 +267,18 @@ func TestBudgetForgetsIdleChats(t *testing.T) {
 // TestWait uses the real clock: it blocks until granted and gives up with ctx.
 func TestWait(t *testing.T) {
 	b := NewBudget(Limits{Global: Rate{PerSecond: 50, Burst: MaxBatch}}, nil)
-	if err := b.Wait(context.Background(), Chat{ID: "a"}, Result, MaxBatch); err != nil {
+	if err := b.Wait(context.Background(), Msg{Chat: Chat{ID: "a"}, Class: Result, N: MaxBatch}); err != nil {
 		t.Fatal(err)
 	}
 	// The bucket is empty: the next waits about 20 ms, and is granted.
-	if err := b.Wait(context.Background(), Chat{ID: "a"}, Result, 1); err != nil {
+	if err := b.Wait(context.Background(), Msg{Chat: Chat{ID: "a"}, Class: Result}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	b2 := NewBudget(Limits{Global: Rate{PerSecond: 0.001, Burst: MaxBatch}}, nil)
-	_ = b2.Wait(context.Background(), Chat{ID: "a"}, Result, MaxBatch)
-	if err := b2.Wait(ctx, Chat{ID: "a"}, Result, 1); !errors.Is(err, context.Canceled) {
+	_ = b2.Wait(context.Background(), Msg{Chat: Chat{ID: "a"}, Class: Result, N: MaxBatch})
+	if err := b2.Wait(ctx, Msg{Chat: Chat{ID: "a"}, Class: Result}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 type Status struct {
 	budget *Budget
 	chat   Chat
+	order  uint64
 	every  time.Duration
 	send   func(ctx context.Context, text string) error
 	now    func() time.Time
@@ -34,11 +35,12 @@ type Status struct {
 // SendTimeout bounds one status send or edit.
 const SendTimeout = 15 * time.Second
 
-// NewStatus returns the status of one job in chat. send creates the message
-// the first time and edits it after; it runs in its own goroutine, one at a
-// time, and a nil error means the text is now shown.
-func (b *Budget) NewStatus(chat Chat, every time.Duration, send func(ctx context.Context, text string) error) *Status {
-	s := &Status{budget: b, chat: chat, every: every, send: send, now: b.now}
+// NewStatus returns the status of one job in chat; order is the job's place
+// among statuses (its arrival). send creates the message the first time and
+// edits it after; it runs in its own goroutine, one at a time, and a nil
+// error means the text is now shown.
+func (b *Budget) NewStatus(chat Chat, order uint64, every time.Duration, send func(ctx context.Context, text string) error) *Status {
+	s := &Status{budget: b, chat: chat, order: order, every: every, send: send, now: b.now}
 	s.idle = sync.NewCond(&s.mu)
 	return s
 }
@@ -71,7 +73,11 @@ func (s *Status) kickLocked() {
 	}
 	// The grant may come inside Ask, while s.mu is held: take it over in a
 	// goroutine of its own.
-	s.cancel = s.budget.Ask(s.chat, Progress, 1, func() { go s.granted() })
+	class := Progress
+	if s.shown == "" {
+		class = FirstStatus
+	}
+	s.cancel = s.budget.Ask(Msg{Chat: s.chat, Class: class, Order: s.order}, func() { go s.granted() })
 }
 
 func (s *Status) granted() {

@@ -50,7 +50,7 @@ func eventually(t *testing.T, cond func() bool) {
 func TestStatusMergesUpdatesIntoTheLatest(t *testing.T) {
 	b := pace.NewBudget(pace.Limits{}, nil)
 	s := &sends{gate: make(chan struct{})}
-	st := b.NewStatus(pace.Chat{ID: "1"}, 0, s.send)
+	st := b.NewStatus(pace.Chat{ID: "1"}, 0, 0, s.send)
 	st.Set("a")
 	time.Sleep(10 * time.Millisecond) // "a" is being sent
 	st.Set("b")
@@ -68,7 +68,7 @@ func TestStatusMergesUpdatesIntoTheLatest(t *testing.T) {
 func TestStatusKeepsItsInterval(t *testing.T) {
 	b := pace.NewBudget(pace.Limits{}, nil)
 	s := &sends{}
-	st := b.NewStatus(pace.Chat{ID: "1"}, time.Hour, s.send)
+	st := b.NewStatus(pace.Chat{ID: "1"}, 0, time.Hour, s.send)
 	st.Set("a")
 	eventually(t, func() bool { return st.Shown() == "a" })
 	st.Set("b")
@@ -83,7 +83,7 @@ func TestStatusKeepsItsInterval(t *testing.T) {
 // only after the results waiting for it, and not at all once closed.
 func TestStatusWaitsBehindResults(t *testing.T) {
 	b := pace.NewBudget(pace.Limits{Global: pace.Rate{PerSecond: 5, Burst: pace.MaxBatch}}, nil)
-	if err := b.Wait(context.Background(), pace.Chat{ID: "x"}, pace.Result, pace.MaxBatch); err != nil {
+	if err := b.Wait(context.Background(), pace.Msg{Chat: pace.Chat{ID: "x"}, Class: pace.Result, N: pace.MaxBatch}); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
@@ -93,14 +93,14 @@ func TestStatusWaitsBehindResults(t *testing.T) {
 		order = append(order, s)
 		mu.Unlock()
 	}
-	st := b.NewStatus(pace.Chat{ID: "s"}, 0, func(context.Context, string) error { note("status"); return nil })
+	st := b.NewStatus(pace.Chat{ID: "s"}, 0, 0, func(context.Context, string) error { note("status"); return nil })
 	st.Set("queued")
 	var wg sync.WaitGroup
 	for _, id := range []string{"r1", "r2", "r3"} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := b.Wait(context.Background(), pace.Chat{ID: id}, pace.Result, 1); err == nil {
+			if err := b.Wait(context.Background(), pace.Msg{Chat: pace.Chat{ID: id}, Class: pace.Result}); err == nil {
 				note(id)
 			}
 		}()
@@ -113,8 +113,8 @@ func TestStatusWaitsBehindResults(t *testing.T) {
 		t.Fatalf("order %v: the status went before a result", order)
 	}
 
-	closed := b.NewStatus(pace.Chat{ID: "c"}, 0, func(context.Context, string) error { t.Error("sent after Close"); return nil })
-	_ = b.Wait(context.Background(), pace.Chat{ID: "x"}, pace.Result, pace.MaxBatch)
+	closed := b.NewStatus(pace.Chat{ID: "c"}, 0, 0, func(context.Context, string) error { t.Error("sent after Close"); return nil })
+	_ = b.Wait(context.Background(), pace.Msg{Chat: pace.Chat{ID: "x"}, Class: pace.Result, N: pace.MaxBatch})
 	closed.Set("never")
 	closed.Close()
 	time.Sleep(300 * time.Millisecond) // the bucket refills: nothing may go now

@@ -123,6 +123,11 @@ func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt str
 			return nil
 		}
 		b.log.Warn("telegram: photo upload failed", "chat", to.chat, "bytes", size, "err", b.redact(err))
+		if retryAfter(err) > 0 {
+			// Still rate limited after the retries: another form would be
+			// refused just the same, and a link hands out the gateway's URL.
+			return &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("telegram: deliver: %s", b.redact(err))}
+		}
 		tryDocument = tryDocument && photoRejected(err)
 	}
 	if tryDocument {
@@ -136,6 +141,9 @@ func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt str
 			return nil
 		}
 		b.log.Warn("telegram: document upload failed", "chat", to.chat, "bytes", size, "err", b.redact(err))
+		if retryAfter(err) > 0 {
+			return &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("telegram: deliver: %s", b.redact(err))}
+		}
 	}
 	if err == nil {
 		err = fmt.Errorf("image of %d bytes is over the %d-byte document limit", size, b.cfg.MaxDocumentBytes)

@@ -21,7 +21,9 @@ const statusTimeout = 15 * time.Second
 // took the job).
 func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callbackAnswer) {
 	j := &job{b: b, to: to, key: req.Key, lang: req.Lang, cb: cb}
-	j.status = b.budget.NewStatus(to.chatKey(), b.cfg.ProgressInterval, j.showStatus)
+	to.order = req.Seq // results and statuses go out in the order their prompts came
+	j.to = to
+	j.status = b.budget.NewStatus(to.chatKey(), to.order, b.cfg.ProgressInterval, j.showStatus)
 	_, err := b.svc.Imagine(ctx, req, j)
 	j.status.Close()
 	if err == nil {
@@ -41,12 +43,12 @@ func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callb
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	b.replace(cctx, to, j.statusMessage(), msg)
+	_ = b.replace(cctx, to, j.statusMessage(), msg) // logged there
 }
 
 // replace turns a job's status message into text, or sends text as a reply
-// when there is none or the edit fails.
-func (b *Bot) replace(ctx context.Context, to target, statusID int, text string) {
+// when there is none or the edit fails. It returns the reply's error.
+func (b *Bot) replace(ctx context.Context, to target, statusID int, text string) error {
 	if statusID != 0 {
 		err := b.send(ctx, to, pace.Reply, 1, func(ctx context.Context) error {
 			_, err := b.api.EditMessageText(ctx, &bot.EditMessageTextParams{ChatID: to.chat, MessageID: statusID,
@@ -54,13 +56,15 @@ func (b *Bot) replace(ctx context.Context, to target, statusID int, text string)
 			return err
 		})
 		if err == nil {
-			return
+			return nil
 		}
 		b.log.Warn("telegram: could not turn the status into the message", "chat", to.chat, "err", b.redact(err))
 	}
-	if _, err := b.sendText(ctx, to, pace.Reply, text, nil); err != nil {
+	_, err := b.sendText(ctx, to, pace.Reply, text, nil)
+	if err != nil {
 		b.log.Warn("telegram: could not send the message", "chat", to.chat, "err", b.redact(err))
 	}
+	return err
 }
 
 // job is core's Reporter for one job. Progress only hands the latest status

@@ -277,6 +277,8 @@ func (f *fakeService) Arrival() uint64 { return 0 }
 
 func (f *fakeService) Abandon(uint64) {}
 
+func (f *fakeService) Notified(context.Context, string) error { return nil }
+
 func (f *fakeService) NoteStatus(context.Context, string, string) error { return nil }
 
 func runFake(t *testing.T, tg *telegramtest.Server, svc *fakeService, interval time.Duration) *telegram.Bot {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
+	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
 )
 
@@ -99,5 +100,34 @@ func TestPaidBroadcastAboveThirtyPerSecond(t *testing.T) {
 	if _, err := telegram.New(telegram.Config{Token: telegramtest.DefaultToken, MessagesPerSecond: 1001}, &fakeService{}); err == nil {
 		t.Fatal("1001 messages a second accepted")
 	}
-	_ = context.Background
+}
+
+// TestPhotoStillRateLimitedFailsCleanly: when Telegram keeps answering 429
+// past the retries, the job fails and is refunded: no document, and never
+// the gateway's URL as a link.
+func TestPhotoStillRateLimitedFailsCleanly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out three retry_after seconds")
+	}
+	e := newEnv(t)
+	for range 4 {
+		e.tg.FailNext("sendPhoto", 429, "Too Many Requests: retry after 1", 1)
+	}
+	upd := e.send(e.tg.PrivateText(alice, "a crowded lake"))
+	e.waitText(t, alice.ID, "couldn't send it here", "refunded")
+	if n := len(e.tg.Calls("sendPhoto")); n != 4 {
+		t.Errorf("%d photo attempts, want 4", n)
+	}
+	if n := len(e.tg.Calls("sendDocument")); n != 0 {
+		t.Errorf("%d document uploads after 429s", n)
+	}
+	for _, c := range e.tg.Texts(alice.ID) {
+		if strings.Contains(c.Text(), e.gw.URL) {
+			t.Errorf("the gateway's URL was sent: %q", c.Text())
+		}
+	}
+	j, err := e.svc.Job(context.Background(), "telegram:update:"+itoa(upd.ID))
+	if err != nil || j.State != core.JobRefunded || j.Outcome != core.CodeDeliveryFailed {
+		t.Fatalf("job %+v, %v; want refunded as delivery_failed", j, err)
+	}
 }

@@ -43,6 +43,7 @@ const (
 	// MaxMessagesPerSecond is the most paid broadcasts allow.
 	MaxMessagesPerSecond = 1000
 	DefaultConnections   = 32
+	noticeTimeout        = 15 * time.Second
 )
 
 // Telegram limits.
@@ -155,6 +156,7 @@ type Service interface {
 	Imagine(ctx context.Context, req core.Request, rep core.Reporter) (core.Receipt, error)
 	Arrival() uint64
 	Abandon(seq uint64)
+	Notified(ctx context.Context, key string) error
 	NoteStatus(ctx context.Context, key, ref string) error
 	Balance(ctx context.Context, k core.AccountKey) (core.Balance, error)
 	Job(ctx context.Context, key string) (core.Job, error)
@@ -446,6 +448,8 @@ func (b *Bot) setCommands(ctx context.Context) {
 // it had one, becomes the apology; otherwise it goes as a reply to their
 // message. A job cut off while its picture was being sent says the picture
 // may have arrived (and is free), instead of asking for the prompt again.
+// Each notice sent, or impossible to send (the chat is gone or blocked the
+// bot), is confirmed to core, so a crash meanwhile repeats only the others.
 // Jobs of other platforms are skipped.
 func (b *Bot) NotifyInterrupted(ctx context.Context, jobs []core.Job) {
 	for _, j := range jobs {
@@ -453,19 +457,30 @@ func (b *Bot) NotifyInterrupted(ctx context.Context, jobs []core.Job) {
 			continue
 		}
 		to, ok := parseReplyTo(j.ReplyTo)
-		if !ok {
+		var err error
+		if ok {
+			code := j.Outcome
+			if code != core.CodeDeliveryCut {
+				code = core.CodeInterrupted
+			}
+			status := 0
+			if st, ok := parseReplyTo(j.Status); ok && st.chat == to.chat {
+				status = st.msg
+			}
+			// A notice under way is finished even when the bot is stopping:
+			// cut mid-request, it might arrive unconfirmed and come twice.
+			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), noticeTimeout)
+			err = b.replace(nctx, to, status, core.Message(&core.Error{Code: code}, j.Lang))
+			cancel()
+		} else {
 			b.log.Warn("telegram: interrupted job without a reply target", "job", j.Key)
-			continue
 		}
-		code := j.Outcome
-		if code != core.CodeDeliveryCut {
-			code = core.CodeInterrupted
+		if err == nil || errors.Is(err, bot.ErrorForbidden) || errors.Is(err, bot.ErrorBadRequest) || !ok {
+			// Recorded even when stopping: the user has the notice.
+			if nerr := b.svc.Notified(context.WithoutCancel(ctx), j.Key); nerr != nil {
+				b.log.Warn("telegram: could not record a notice as sent", "job", j.Key, "err", nerr)
+			}
 		}
-		status := 0
-		if st, ok := parseReplyTo(j.Status); ok && st.chat == to.chat {
-			status = st.msg
-		}
-		b.replace(ctx, to, status, core.Message(&core.Error{Code: code}, j.Lang))
 		if ctx.Err() != nil {
 			return
 		}
@@ -473,11 +488,13 @@ func (b *Bot) NotifyInterrupted(ctx context.Context, jobs []core.Job) {
 }
 
 // target is where a message goes: a chat, its forum topic, and the message
-// it replies to.
+// it replies to; order is the job's arrival, which orders its messages in
+// the send budget (0 for messages of no job).
 type target struct {
 	chat   int64
 	thread int
 	msg    int
+	order  uint64
 }
 
 // replyTo is the stored reply target "<chat_id>:<message_id>".

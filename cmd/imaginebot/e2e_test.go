@@ -159,6 +159,58 @@ func TestRunRefundsJobsInterruptedByACrash(t *testing.T) {
 	if got := w.remaining(t, "telegram:private", "42"); got != "2" {
 		t.Fatalf("remaining = %s, want 2 (refunded)", got)
 	}
+	// The notice was confirmed: the next start owes nobody anything.
+	if owed := w.owedNotices(t); len(owed) != 0 {
+		t.Fatalf("notices still owed after they were sent: %v", owed)
+	}
+}
+
+// A crash while recovery was still telling users: the refund is done, the
+// notice still owed, and the next start sends it.
+func TestRunSendsNoticesOwedByAnEarlierCrash(t *testing.T) {
+	w := newWorld(t, "")
+	db, err := bolt.Open(w.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := core.NewLedger(db, core.Quotas{Location: time.UTC, DefaultDaily: 2})
+	ctx := context.Background()
+	_, _, err = ledger.Reserve(ctx, core.Job{
+		Key: "telegram:update:79", Account: core.AccountKey{Scope: "telegram:private", User: "telegram:43"},
+		User: core.User{Platform: core.PlatformTelegram, ID: "43"}, Units: 1, ReplyTo: "43:5", Lang: core.English,
+	}, time.Now())
+	if err == nil {
+		err = ledger.RefundOwingNotice(ctx, "telegram:update:79", core.CodeInterrupted, time.Now())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, stop := w.start(t)
+	if c := w.tg.WaitText(t, 43, 10*time.Second, "send your prompt again"); c.ReplyTo() != 5 {
+		t.Errorf("notice replies to %d", c.ReplyTo())
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if owed := w.owedNotices(t); len(owed) != 0 {
+		t.Fatalf("notices still owed: %v", owed)
+	}
+}
+
+// owedNotices reads the (closed) database.
+func (w *world) owedNotices(t *testing.T) []core.Job {
+	t.Helper()
+	db, err := bolt.Open(w.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	owed, err := db.OwedNotices(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return owed
 }
 
 // A job cut off while its picture was being sent: its status message becomes

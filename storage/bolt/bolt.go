@@ -19,7 +19,7 @@ import (
 )
 
 // schemaVersion is the layout described in the package documentation.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // maxGroup caps how many Updates share one transaction: a bigger group makes
 // its members wait longer and makes a rollback-and-retry more expensive.
@@ -38,13 +38,14 @@ var (
 	bucketScopes     = []byte("scopes")
 	bucketJobs       = []byte("jobs")
 	bucketPending    = []byte("pending")
+	bucketNotices    = []byte("notices")
 	bucketHistory    = []byte("history")
 	bucketAudit      = []byte("audit")
 	bucketAuditScope = []byte("audit_scope")
 
 	keySchemaVersion = []byte("schema_version")
 
-	allBuckets = [][]byte{bucketAccounts, bucketScopes, bucketJobs, bucketPending,
+	allBuckets = [][]byte{bucketAccounts, bucketScopes, bucketJobs, bucketPending, bucketNotices,
 		bucketHistory, bucketAudit, bucketAuditScope}
 )
 
@@ -164,14 +165,15 @@ func (db *DB) migrate() error {
 			case n > schemaVersion:
 				return fmt.Errorf("%w (schema version %d, this build knows %d): upgrade imaginebot", ErrNewerSchema, n, schemaVersion)
 			}
-			// n == schemaVersion: versions below it would be upgraded here.
+			// Version 1 lacked the notices bucket, which starts empty: creating
+			// it below is the whole upgrade.
 		}
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
-		if v == nil {
+		if string(v) != strconv.Itoa(schemaVersion) {
 			return meta.Put(keySchemaVersion, []byte(strconv.Itoa(schemaVersion)))
 		}
 		return nil

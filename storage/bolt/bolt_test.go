@@ -127,8 +127,9 @@ func TestSchemaVersion(t *testing.T) {
 		version string
 		wantErr error
 	}{
-		{"current", "1", nil},
-		{"newer", "2", bolt.ErrNewerSchema},
+		{"current", "2", nil},
+		{"version 1, upgraded", "1", nil},
+		{"newer", "3", bolt.ErrNewerSchema},
 		{"garbage", "x", errors.New("not valid")},
 	}
 	for _, tc := range tests {
@@ -155,6 +156,20 @@ func TestSchemaVersion(t *testing.T) {
 				t.Fatalf("Open: %v", err)
 			case tc.wantErr == nil:
 				db.Close()
+				raw, err := bbolt.Open(path, 0o600, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer raw.Close()
+				raw.View(func(tx *bbolt.Tx) error {
+					if v := tx.Bucket([]byte("meta")).Get([]byte("schema_version")); string(v) != "2" {
+						t.Errorf("schema_version = %q after Open, want 2", v)
+					}
+					if tx.Bucket([]byte("notices")) == nil {
+						t.Error("no notices bucket after Open")
+					}
+					return nil
+				})
 				return
 			case err == nil:
 				db.Close()
@@ -711,7 +726,7 @@ func TestFileLayout(t *testing.T) {
 		bucket, key string
 		contains    []string // in the value; nil = the value must be empty
 	}{
-		{"meta", "schema_version", []string{"1"}},
+		{"meta", "schema_version", []string{"2"}},
 		{"accounts", "discord:g1\x00discord:1", []string{`"daily":0`, `"credits":2`, `"scope":"discord:g1"`}},
 		{"jobs", "job1", []string{`"state":"pending"`, `"units":1`, `"from_credits":1`, `"created":"2025-03-10T12:00:00Z"`}},
 		{"pending", "job1", nil},

@@ -1,7 +1,7 @@
 // Package bolt is the bbolt implementation of core.Store: the durable ledger
 // of quotas, reservations, jobs and the moderators' audit log, in one file.
 //
-// # Bucket layout (schema version 1)
+// # Bucket layout (schema version 2)
 //
 // Values are JSON objects with snake_case field names, so the file can be
 // read with the bbolt command-line tools and a newer build can add fields
@@ -9,11 +9,12 @@
 // scopes, user keys and job keys may therefore not contain NUL.
 //
 //	bucket       key                                         value
-//	meta         "schema_version"                            "1" (decimal text)
+//	meta         "schema_version"                            "2" (decimal text)
 //	accounts     scope \x00 user                             account JSON
 //	scopes       scope                                       scope settings JSON
 //	jobs         job key                                     job JSON
 //	pending      job key                                     empty; exactly the jobs in state "pending"
+//	notices      job key                                     empty; exactly the jobs with notice_owed
 //	history      scope \x00 user \x00 created \x00 job key   job key
 //	audit        seq                                         audit entry JSON
 //	audit_scope  scope \x00 seq                              empty; entries with a non-empty scope
@@ -27,7 +28,8 @@
 // job itself, so they can never disagree with the jobs bucket.
 //
 // A file whose schema_version is newer than this build knows is refused at
-// Open; older layouts are upgraded there, in one transaction.
+// Open; older layouts are upgraded there, in one transaction (version 1
+// had no notices bucket: the upgrade creates it empty).
 //
 // # Durability and group commit
 //

@@ -19,12 +19,22 @@ const pruneChunk = 1000
 
 // PendingJobs lists the jobs still pending, oldest first.
 func (db *DB) PendingJobs(ctx context.Context) ([]core.Job, error) {
+	return db.indexed(ctx, "pending jobs", func(t *tx) *bbolt.Bucket { return t.pending })
+}
+
+// OwedNotices lists the jobs whose user is still to be told, oldest first.
+func (db *DB) OwedNotices(ctx context.Context) ([]core.Job, error) {
+	return db.indexed(ctx, "owed notices", func(t *tx) *bbolt.Bucket { return t.notices })
+}
+
+// indexed lists the jobs of an index bucket, oldest first.
+func (db *DB) indexed(ctx context.Context, what string, index func(*tx) *bbolt.Bucket) ([]core.Job, error) {
 	var out []core.Job
 	err := db.view(ctx, func(t *tx) error {
-		return t.pending.ForEach(func(k, _ []byte) error {
+		return index(t).ForEach(func(k, _ []byte) error {
 			v := t.jobs.Get(k)
 			if v == nil {
-				return fmt.Errorf("pending job %q has no record", k)
+				return fmt.Errorf("indexed job %q has no record", k)
 			}
 			j, err := decodeJob(v)
 			if err != nil {
@@ -35,7 +45,7 @@ func (db *DB) PendingJobs(ctx context.Context) ([]core.Job, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bolt: pending jobs: %w", err)
+		return nil, fmt.Errorf("bolt: %s: %w", what, err)
 	}
 	slices.SortStableFunc(out, func(a, b core.Job) int { return a.Created.Compare(b.Created) })
 	return out, nil

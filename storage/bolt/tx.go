@@ -25,7 +25,7 @@ type tx struct {
 	// written, so PutJob after Job (every commit and refund) decodes once.
 	indexed map[string]jobIndexRecord
 
-	accounts, scopes, jobs, pending, history, audit, auditScope *bbolt.Bucket
+	accounts, scopes, jobs, pending, notices, history, audit, auditScope *bbolt.Bucket
 }
 
 func newTx(btx *bbolt.Tx) *tx {
@@ -36,6 +36,7 @@ func newTx(btx *bbolt.Tx) *tx {
 		scopes:     btx.Bucket(bucketScopes),
 		jobs:       btx.Bucket(bucketJobs),
 		pending:    btx.Bucket(bucketPending),
+		notices:    btx.Bucket(bucketNotices),
 		history:    btx.Bucket(bucketHistory),
 		audit:      btx.Bucket(bucketAudit),
 		auditScope: btx.Bucket(bucketAuditScope),
@@ -129,7 +130,7 @@ func (t *tx) PutJob(j core.Job) error {
 	}
 	key := []byte(j.Key)
 	hkey := historyKey(j.Account, j.Created, j.Key)
-	wasPending, oldHistory := false, []byte(nil)
+	wasPending, wasOwed, oldHistory := false, false, []byte(nil)
 	o, ok := t.indexed[j.Key]
 	if !ok {
 		if old := t.jobs.Get(key); old != nil {
@@ -140,7 +141,7 @@ func (t *tx) PutJob(j core.Job) error {
 		}
 	}
 	if ok {
-		wasPending = o.State == core.JobPending
+		wasPending, wasOwed = o.State == core.JobPending, o.NoticeOwed
 		oldHistory = historyKey(core.AccountKey{Scope: o.Scope, User: o.User}, o.Created, j.Key)
 	}
 	v, err := json.Marshal(newJobRecord(j))
@@ -162,6 +163,15 @@ func (t *tx) PutJob(j core.Job) error {
 	if err != nil {
 		return fmt.Errorf("bolt: job %s: pending index: %w", j.Key, err)
 	}
+	switch {
+	case j.NoticeOwed && !wasOwed:
+		err = t.notices.Put(key, []byte{})
+	case !j.NoticeOwed && wasOwed:
+		err = t.notices.Delete(key)
+	}
+	if err != nil {
+		return fmt.Errorf("bolt: job %s: notices index: %w", j.Key, err)
+	}
 	if !bytes.Equal(hkey, oldHistory) {
 		if oldHistory != nil {
 			err = t.history.Delete(oldHistory)
@@ -181,7 +191,7 @@ func (t *tx) remember(j core.Job) {
 	if t.indexed == nil {
 		t.indexed = map[string]jobIndexRecord{}
 	}
-	t.indexed[j.Key] = jobIndexRecord{Scope: j.Account.Scope, User: j.Account.User, State: j.State, Created: j.Created}
+	t.indexed[j.Key] = jobIndexRecord{Scope: j.Account.Scope, User: j.Account.User, State: j.State, Created: j.Created, NoticeOwed: j.NoticeOwed}
 }
 
 func (t *tx) AppendAudit(e core.AuditEntry) error {
@@ -303,6 +313,7 @@ type jobRecord struct {
 	ReplyTo      string    `json:"reply_to,omitempty"`
 	Status       string    `json:"status,omitempty"`
 	Delivering   bool      `json:"delivering,omitempty"`
+	NoticeOwed   bool      `json:"notice_owed,omitempty"`
 	Lang         string    `json:"lang,omitempty"`
 	Created      time.Time `json:"created"`
 	Finished     time.Time `json:"finished,omitzero"`
@@ -310,10 +321,11 @@ type jobRecord struct {
 
 // jobIndexRecord is the part of a stored job that its index entries depend on.
 type jobIndexRecord struct {
-	Scope   string        `json:"scope"`
-	User    string        `json:"user"`
-	State   core.JobState `json:"state"`
-	Created time.Time     `json:"created"`
+	Scope      string        `json:"scope"`
+	User       string        `json:"user"`
+	State      core.JobState `json:"state"`
+	Created    time.Time     `json:"created"`
+	NoticeOwed bool          `json:"notice_owed,omitempty"`
 }
 
 func newJobRecord(j core.Job) jobRecord {
@@ -324,7 +336,7 @@ func newJobRecord(j core.Job) jobRecord {
 		Units: j.Units, Day: j.Day,
 		FromDaily: j.FromDaily, FromCredits: j.FromCredits,
 		State: string(j.State), Outcome: string(j.Outcome), ReplyTo: j.ReplyTo, Lang: string(j.Lang),
-		Status: j.Status, Delivering: j.Delivering,
+		Status: j.Status, Delivering: j.Delivering, NoticeOwed: j.NoticeOwed,
 		Created: j.Created, Finished: j.Finished,
 	}
 }
@@ -342,7 +354,7 @@ func decodeJob(v []byte) (core.Job, error) {
 		Units: r.Units, Day: r.Day,
 		FromDaily: r.FromDaily, FromCredits: r.FromCredits,
 		State: core.JobState(r.State), Outcome: core.Code(r.Outcome), ReplyTo: r.ReplyTo, Lang: core.Lang(r.Lang),
-		Status: r.Status, Delivering: r.Delivering,
+		Status: r.Status, Delivering: r.Delivering, NoticeOwed: r.NoticeOwed,
 		Created: r.Created, Finished: r.Finished,
 	}, nil
 }

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"CancelledContext", testCancelledContext},
 		{"PendingJobs", testPendingJobs},
 		{"DeliveringAndStatus", testDeliveringAndStatus},
+		{"OwedNotices", testOwedNotices},
 		{"RecentJobs", testRecentJobs},
 		{"Audit", testAudit},
 		{"RoundTripAccounts", testRoundTripAccounts},
@@ -563,6 +564,53 @@ func testDeliveringAndStatus(t *testing.T, s core.Store) {
 	}
 }
 
+// testOwedNotices: a refund by recovery owes its user a notice until
+// Notified, and the index lists exactly those jobs, oldest first.
+func testOwedNotices(t *testing.T, s core.Store) {
+	l := core.NewLedger(s, core.Quotas{DefaultDaily: 100})
+	for i := range 4 {
+		mustReserve(t, l, newJob(fmt.Sprint("n", i), alice, 1), day1.Add(time.Duration(i)*time.Minute))
+	}
+	for _, key := range []string{"n2", "n0"} {
+		if err := l.RefundOwingNotice(t.Context(), key, core.CodeInterrupted, day1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Refund(t.Context(), "n1", core.CodeTimeout, day1); err != nil {
+		t.Fatal(err)
+	}
+	owed := func() []string {
+		t.Helper()
+		jobs, err := s.OwedNotices(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			if j.State != core.JobRefunded || !j.NoticeOwed {
+				t.Errorf("owed job %+v", j)
+			}
+		}
+		return keys(jobs)
+	}
+	if got := owed(); !slices.Equal(got, []string{"n0", "n2"}) {
+		t.Fatalf("OwedNotices = %v, want [n0 n2]", got)
+	}
+	for range 2 { // the second time is a no-op
+		if err := l.Notified(t.Context(), "n0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Notified(t.Context(), "missing"); err != nil {
+		t.Fatal(err)
+	}
+	if got := owed(); !slices.Equal(got, []string{"n2"}) {
+		t.Fatalf("after Notified: %v, want [n2]", got)
+	}
+	if _, err := Invariant(t.Context(), s, l, alice, 100, 0, day1); err != nil {
+		t.Error(err)
+	}
+}
+
 func testRecentJobs(t *testing.T, s core.Store) {
 	l := core.NewLedger(s, core.Quotas{DefaultDaily: 100})
 	accounts := []core.AccountKey{alice, bob, carol, alice, alice, bob, alice}
@@ -730,7 +778,7 @@ func testRoundTripJob(t *testing.T, s core.Store) {
 		Units:   3, Day: "2025-03-10", FromDaily: 1, FromCredits: 2,
 		State: core.JobRefunded, Outcome: core.CodeLostInRelay,
 		ReplyTo: `{"chat":-100123,"msg":77}`, Lang: core.Chinese,
-		Status: "-100123:78", Delivering: true,
+		Status: "-100123:78", Delivering: true, NoticeOwed: true,
 		Created:  time.Date(2025, 3, 10, 9, 0, 0, 123456789, santiago),
 		Finished: time.Date(2025, 3, 10, 9, 4, 30, 987654321, time.UTC),
 	}

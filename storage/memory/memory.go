@@ -71,6 +71,19 @@ func (s *Store) View(ctx context.Context, fn func(core.Tx) error) error {
 	return fn(&tx{s: s})
 }
 
+// OwedNotices lists jobs whose user is still to be told, oldest first.
+func (s *Store) OwedNotices(ctx context.Context) ([]core.Job, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []core.Job
+	for _, k := range s.order {
+		if j := s.jobs[k]; j.NoticeOwed {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
 // PendingJobs lists jobs still pending, oldest first.
 func (s *Store) PendingJobs(ctx context.Context) ([]core.Job, error) {
 	s.mu.RLock()

@@ -192,8 +192,8 @@ func WithToken(token string) Option { return func(s *Server) { s.Token = token }
 
 // WithRateLimits makes the server enforce Telegram's published send limits
 // and answer 429 with retry_after beyond them, as Telegram does: about 30
-// messages a second overall, one a second in a chat, 20 a minute in a
-// group. Every send* and edit* call counts (an album once per picture
+// messages a second overall, one a second in a chat (with a burst of two:
+// Telegram allows short bursts), 20 a minute in a group. Every send* and edit* call counts (an album once per picture
 // overall, once in its chat); deleteMessage, answerCallbackQuery and reads
 // do not. 20 ms of network jitter are forgiven.
 func WithRateLimits() Option {
@@ -229,7 +229,7 @@ func (l *limiter) admit(c Call) time.Duration {
 	buckets := []struct {
 		lim *rate.Limiter
 		n   int
-	}{{l.global, n}, {bucket(l.chats, chat, 1, 1), 1}}
+	}{{l.global, n}, {bucket(l.chats, chat, 1, 2), 1}}
 	if chat < 0 {
 		buckets = append(buckets, struct {
 			lim *rate.Limiter

@@ -1,0 +1,492 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-telegram/bot/models"
+	"go.yaml.in/yaml/v3"
+)
+
+// Identities of the simulated crowd.
+const (
+	firstUserID  int64 = 1000001
+	heavyUserID  int64 = 999999
+	firstGroupID int64 = -1001000000001
+	botToken           = "123456789:LOAD-fake-token_abcdefghijklmnopq"
+	apiKey             = "sk-load-test"
+	readyTimeout       = time.Minute
+	stopGrace          = 3 * time.Minute // the bot's own grace (30 s) plus its cancellation and replies
+)
+
+// loadJob is one message a simulated user sends.
+type loadJob struct {
+	Index    int // arrival order, from 1
+	User     int64
+	Chat     int64
+	Heavy    bool
+	Prompt   string
+	MsgID    int
+	UpdateID int64
+	Arrival  time.Duration // injected at t0+Arrival
+}
+
+// Account is the job's ledger scope, as the Telegram adapter names it.
+func (j *loadJob) Scope() string {
+	if j.Chat < 0 {
+		return "telegram:group:" + strconv.FormatInt(j.Chat, 10)
+	}
+	return "telegram:private"
+}
+
+// planJobs lays out the crowd in update order: the heavy user's burst
+// first, then one message per user, spread at rate per second (0 = all at t0).
+func planJobs(cfg Config) []*loadJob {
+	var jobs []*loadJob
+	add := func(j *loadJob) {
+		j.Index = len(jobs) + 1
+		jobs = append(jobs, j)
+	}
+	for r := 1; r <= cfg.Heavy; r++ {
+		add(&loadJob{User: heavyUserID, Chat: heavyUserID, Heavy: true, Prompt: fmt.Sprintf("load test heavy user request %d", r)})
+	}
+	for i := 1; i <= cfg.Users; i++ {
+		id := firstUserID + int64(i-1)
+		j := &loadJob{User: id, Chat: id, Prompt: fmt.Sprintf("load test user %d request 1", i)}
+		if cfg.Groups > 0 {
+			j.Chat = firstGroupID - int64((i-1)%cfg.Groups)
+		}
+		if cfg.ArrivalRate > 0 {
+			j.Arrival = time.Duration(float64(i-1) / cfg.ArrivalRate * float64(time.Second))
+		}
+		add(j)
+	}
+	return jobs
+}
+
+// update is the Telegram update carrying j: a private text, or
+// "/imagine <prompt>" in a group.
+func (j *loadJob) update() models.Update {
+	n := j.User - firstUserID + 1
+	if j.Heavy {
+		n = 0
+	}
+	from := models.User{ID: j.User, FirstName: "Load", LastName: strconv.FormatInt(n, 10),
+		Username: "load_user_" + strconv.FormatInt(n, 10), LanguageCode: "en"}
+	m := &models.Message{ID: j.MsgID, From: &from, Date: int(time.Now().Unix()), Text: j.Prompt,
+		Chat: models.Chat{ID: j.Chat, Type: models.ChatTypePrivate, FirstName: from.FirstName, Username: from.Username}}
+	if j.Chat < 0 {
+		m.Chat = models.Chat{ID: j.Chat, Type: models.ChatTypeSupergroup, Title: "Load group " + strconv.FormatInt(-j.Chat, 10)}
+		m.Text = "/imagine " + j.Prompt
+		m.Entities = []models.MessageEntity{{Type: models.MessageEntityTypeBotCommand, Offset: 0, Length: len("/imagine")}}
+	}
+	return models.Update{Message: m}
+}
+
+// harness is one load run: the fakes, the bot processes and the crowd.
+type harness struct {
+	cfg   Config
+	log   *slog.Logger
+	dir   string
+	db    string
+	daily int // quotas.daily as written
+	gw    *gateway
+	tg    *telegram
+	lnch  *launcher
+	jobs  []*loadJob
+	t0    time.Time
+
+	mu      sync.Mutex
+	procs   []*procRecord // every process started, in order
+	current *botProc
+	crashed bool // the bot exited without being told to
+}
+
+// procRecord is what one bot process cost.
+type procRecord struct {
+	p      *botProc
+	cpu    cpuTicks
+	hwm    int64
+	killed bool
+}
+
+// setup builds (or takes) the binary, starts the fakes and writes the config.
+func (h *harness) setup(ctx context.Context) error {
+	bin := h.cfg.Bin
+	if bin == "" {
+		h.log.Info("building the bot", "package", botPackage)
+		var err error
+		if bin, err = buildBot(ctx, h.dir); err != nil {
+			return err
+		}
+	}
+	var err error
+	h.gw, err = newGateway(gatewayConfig{Latency: h.cfg.Latency, ImageKB: h.cfg.ImageKB, Fail5xx: h.cfg.Fail5xx, Hang: h.cfg.Hang, Seed: h.cfg.Seed})
+	if err != nil {
+		return err
+	}
+	h.tg, err = newTelegram(telegramConfig{Token: botToken, Limits: h.cfg.Limits, GlobalRate: h.cfg.TGGlobal,
+		Tolerance: 20 * time.Millisecond, Burst: h.cfg.Burst429, LinkPrefix: h.gw.URL + "/img/"})
+	if err != nil {
+		return err
+	}
+	h.jobs = planJobs(h.cfg)
+	if h.cfg.Heavy > 100 {
+		h.log.Warn("the bot allows at most 100 jobs in flight per user: the heavy user's extra prompts will be refused", "heavy", h.cfg.Heavy)
+	}
+	h.db = filepath.Join(h.dir, "imaginebot.db")
+	data, err := h.botConfig().yaml()
+	if err != nil {
+		return err
+	}
+	// The ledger check needs the allowance the bot runs with, which
+	// -extra-config may have changed.
+	var written struct {
+		Quotas struct{ Daily int } `yaml:"quotas"`
+	}
+	if err := yaml.Unmarshal(data, &written); err != nil {
+		return fmt.Errorf("read back the config: %w", err)
+	}
+	h.daily = written.Quotas.Daily
+	cfgPath := filepath.Join(h.dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(h.dir, "bot.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("bot log: %w", err)
+	}
+	h.lnch = &launcher{bin: bin, config: cfgPath, log: logf, env: botEnv(map[string]string{
+		"IMAGINEBOT_UPSTREAM_API_KEY":      apiKey,
+		"IMAGINEBOT_TELEGRAM_TOKEN":        botToken,
+		"IMAGINEBOT_TELEGRAM_API_BASE_URL": h.tg.URL,
+		"IMAGINEBOT_DB":                    h.db,
+	})}
+	return nil
+}
+
+func (h *harness) botConfig() botConfig {
+	return botConfig{
+		GatewayURL:      h.gw.URL,
+		Retries:         h.cfg.Retries,
+		UpstreamTimeout: h.cfg.UpstreamTimeout,
+		JobTimeout:      h.cfg.JobTimeout,
+		Concurrency:     h.cfg.Concurrency,
+		QueueCap:        len(h.jobs) + 100,
+		// The config caps it at 100; a heavier user meets the bot's own limit.
+		PerUserJobs: min(100, max(2, h.cfg.Heavy)),
+		Daily:       len(h.jobs) + 10,
+		DBPath:      h.db,
+		TGRate:      h.cfg.TGRate,
+		Extra:       h.cfg.ExtraConfig,
+	}
+}
+
+func (h *harness) close() {
+	if h.gw != nil {
+		h.gw.Close()
+	}
+	if h.tg != nil {
+		h.tg.Close()
+	}
+	if h.lnch != nil {
+		h.lnch.log.Close()
+	}
+}
+
+// startBot starts a process and waits until it polls for updates.
+func (h *harness) startBot(ctx context.Context) (*botProc, error) {
+	before := h.tg.Polls()
+	p, err := h.lnch.start()
+	if err != nil {
+		return nil, err
+	}
+	rec := &procRecord{p: p}
+	h.mu.Lock()
+	h.procs = append(h.procs, rec)
+	h.current = p
+	h.mu.Unlock()
+	deadline := time.Now().Add(readyTimeout)
+	for h.tg.Polls() == before {
+		if p.Exited() {
+			return nil, fmt.Errorf("the bot exited during start-up (%v); its log ends:\n%s", p.err, tail(h.lnch.log.Name(), 20))
+		}
+		if ctx.Err() != nil {
+			p.kill()
+			return nil, fmt.Errorf("waiting for the bot to start: %w", ctx.Err())
+		}
+		if time.Now().After(deadline) {
+			p.kill()
+			return nil, fmt.Errorf("the bot did not poll for updates within %s; its log ends:\n%s", readyTimeout, tail(h.lnch.log.Name(), 20))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if t, err := readCPU(p.pid); err == nil {
+		p.baseline, p.ready = t, true
+	}
+	return p, nil
+}
+
+// sample records the process's CPU and peak RSS; call it just before it ends.
+func (h *harness) sample(p *botProc, killed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.procs {
+		if r.p != p {
+			continue
+		}
+		r.killed = killed
+		if t, err := readCPU(p.pid); err == nil {
+			r.cpu = t - p.baseline // a process killed before it was ready has baseline 0
+		}
+		if hwm, err := readHWM(p.pid); err == nil {
+			r.hwm = hwm
+		}
+	}
+}
+
+// inject sends every job's update at its arrival time.
+func (h *harness) inject(ctx context.Context) error {
+	for _, j := range h.jobs {
+		if d := time.Until(h.t0.Add(j.Arrival)); d > 0 {
+			if !sleepCtx(ctx, d) {
+				return ctx.Err()
+			}
+		}
+		j.MsgID = h.tg.NewMessageID()
+		h.tg.Expect(j.Chat, j.MsgID)
+		id, err := h.tg.Inject(j.update())
+		if err != nil {
+			return err
+		}
+		j.UpdateID = id
+	}
+	return nil
+}
+
+// expectedRun is how long the ideal bot takes: the last job's ideal finish.
+func (h *harness) expectedRun() time.Duration {
+	var end time.Duration
+	for _, j := range h.jobs {
+		end = max(end, idealFinish(j.Index, j.Arrival, h.cfg.Concurrency, h.cfg.Latency))
+	}
+	return end
+}
+
+// idealFinish is when the k-th arrival would be done by a bot that only
+// waits for its C upstream slots: max(ceil(k/C)·L, arrival + L).
+func idealFinish(k int, arrival time.Duration, c int, l time.Duration) time.Duration {
+	rounds := time.Duration(math.Ceil(float64(k) / float64(c)))
+	return max(rounds*l, arrival+l)
+}
+
+// killer SIGKILLs the bot K times at random moments of the expected run and
+// restarts it at once with the same config and database. ctx ends the
+// kills; a restart under way runs on under restartCtx, so the run always
+// ends with a bot to stop.
+func (h *harness) killer(ctx, restartCtx context.Context) error {
+	rnd := rand.New(rand.NewPCG(h.cfg.Seed, 0x6b696c6c))
+	span := h.expectedRun()
+	at := make([]time.Duration, h.cfg.Kill)
+	for i := range at {
+		at[i] = time.Duration((0.05 + 0.9*rnd.Float64()) * float64(span))
+	}
+	slices.Sort(at)
+	for i, d := range at {
+		if !sleepCtx(ctx, time.Until(h.t0.Add(d))) {
+			return nil
+		}
+		if h.tg.Answered() >= len(h.jobs) {
+			return nil
+		}
+		h.mu.Lock()
+		p := h.current
+		h.mu.Unlock()
+		h.sample(p, true)
+		p.kill()
+		h.log.Warn("killed the bot", "kill", i+1, "of", h.cfg.Kill, "at", time.Since(h.t0).Round(time.Millisecond), "answered", h.tg.Answered())
+		if _, err := h.startBot(restartCtx); err != nil {
+			return fmt.Errorf("restart after kill %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// waitOutcome is why the wait for answers ended.
+type waitOutcome string
+
+const (
+	outcomeAnswered waitOutcome = "all jobs answered"
+	outcomeDeadline waitOutcome = "deadline"
+	outcomeIdle     waitOutcome = "idle"
+	outcomeCrashed  waitOutcome = "bot exited on its own"
+)
+
+// wait waits until every job got an answer, the deadline passes, nothing
+// has moved for cfg.Idle, or the bot exits on its own.
+func (h *harness) wait(ctx context.Context, injected, killed <-chan error) (waitOutcome, error) {
+	end := h.t0.Add(h.cfg.Timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	lastLog := time.Now()
+	injecting := true
+	for {
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case err := <-injected:
+			if err != nil {
+				return "", fmt.Errorf("inject updates: %w", err)
+			}
+			injecting, injected = false, nil
+		case err := <-killed:
+			if err != nil {
+				return "", err
+			}
+			killed = nil // every kill done: the rest is an ordinary wait
+		case <-tick.C:
+		}
+		answered := h.tg.Answered()
+		now := time.Now()
+		if !injecting && answered >= len(h.jobs) {
+			return outcomeAnswered, nil
+		}
+		if now.After(end) {
+			return outcomeDeadline, nil
+		}
+		if h.cfg.Idle > 0 && !injecting && h.gw.InFlight() == 0 {
+			last := latest(h.tg.LastSend(), h.gw.LastSeen(), h.t0)
+			if now.Sub(last) > h.cfg.Idle {
+				return outcomeIdle, nil
+			}
+		}
+		h.mu.Lock()
+		p := h.current
+		h.mu.Unlock()
+		if p.Exited() && !p.killing.Load() {
+			h.mu.Lock()
+			h.crashed = true
+			h.mu.Unlock()
+			return outcomeCrashed, nil
+		}
+		if now.Sub(lastLog) >= 5*time.Second {
+			lastLog = now
+			st := h.tg.Stats()
+			h.log.Info("progress", "elapsed", now.Sub(h.t0).Round(time.Second), "answered", answered, "of", len(h.jobs),
+				"gateway", h.gw.requests.Load(), "sent", sends(st), "429s", limited(st)+burst429s(st))
+		}
+	}
+}
+
+// drive runs the whole load: start, crowd, kills, stop.
+func (h *harness) drive(ctx context.Context) (waitOutcome, int, bool, error) {
+	if _, err := h.startBot(ctx); err != nil {
+		return "", 0, false, err
+	}
+	h.log.Info("bot ready; sending the crowd", "jobs", len(h.jobs), "ideal", h.expectedRun().Round(time.Millisecond))
+	h.t0 = time.Now()
+	h.tg.SetOrigin(h.t0)
+
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	injected := make(chan error, 1)
+	var injecting sync.WaitGroup
+	injecting.Go(func() { injected <- h.inject(ctx) })
+	killed := make(chan error, 1)
+	var killing sync.WaitGroup
+	if h.cfg.Kill > 0 {
+		killing.Go(func() { killed <- h.killer(ctx, parent) })
+	}
+
+	outcome, err := h.wait(ctx, injected, killed)
+	cancel()
+	injecting.Wait() // the report reads the ids it assigns
+	killing.Wait()   // a restart under way finishes before the stop
+	select {
+	case kerr := <-killed: // a restart that failed after the wait ended
+		if kerr != nil && err == nil {
+			err = kerr
+		}
+	default:
+	}
+	h.mu.Lock()
+	p := h.current
+	h.mu.Unlock()
+	if p.Exited() {
+		return outcome, p.ExitCode(), false, err
+	}
+	h.sample(p, false)
+	h.log.Info("stopping the bot", "why", outcome)
+	code, timedOut := p.terminate(stopGrace)
+	return outcome, code, timedOut, err
+}
+
+func sends(st telegramStats) int64 {
+	var n int64
+	for m, s := range st.Methods {
+		if countedMethods[m] {
+			n += s.Calls
+		}
+	}
+	return n
+}
+
+func limited(st telegramStats) int64 {
+	var n int64
+	for _, s := range st.Methods {
+		n += s.Limited
+	}
+	return n
+}
+
+func burst429s(st telegramStats) int64 {
+	var n int64
+	for _, s := range st.Methods {
+		n += s.Burst429
+	}
+	return n
+}
+
+// textGroups counts texts with their numbers masked, so "Queued #17" and
+// "Queued #18" are one line of the report.
+func textGroups(texts []string) map[string]int {
+	out := map[string]int{}
+	for _, t := range texts {
+		var b strings.Builder
+		digits := false
+		for _, r := range t {
+			if r >= '0' && r <= '9' {
+				if !digits {
+					b.WriteByte('N')
+				}
+				digits = true
+				continue
+			}
+			digits = false
+			b.WriteRune(r)
+		}
+		out[strings.ReplaceAll(b.String(), "\n", " ⏎ ")]++
+	}
+	return out
+}
+
+func latest(ts ...time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
+	}
+	return l
+}

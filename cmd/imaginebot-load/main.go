@@ -1,0 +1,239 @@
+// Command imaginebot-load measures the real imaginebot binary under a crowd.
+//
+// It builds and starts the bot as a separate process against two fakes of
+// its own — an OpenAI-compatible gateway with a set latency and failure mix,
+// and a Telegram Bot API that enforces Telegram's published flood limits —
+// sends N users' prompts at once (or at a rate), optionally SIGKILLs and
+// restarts the bot during the run, then stops it with SIGTERM, checks the
+// ledger it left and prints throughput, latency over the ideal schedule,
+// CPU and memory, platform calls per job and what users were told.
+//
+//	go run ./cmd/imaginebot-load -n 1000 -c 64 -latency 2s
+//	go run ./cmd/imaginebot-load -n 200 -kill 3 -check
+//
+// Exit status: 0 when the run completed (whatever the figures), 1 on a
+// harness error, or with -check when a job was lost, double-charged or not
+// answered, or a call exceeded Telegram's limits.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config is one load run; the flags fill it, tests build it.
+type Config struct {
+	Users       int
+	Concurrency int
+	Latency     time.Duration
+	ImageKB     int
+	Fail5xx     float64
+	Hang        float64
+
+	Retries         int
+	UpstreamTimeout time.Duration
+	JobTimeout      time.Duration
+
+	Limits       bool
+	TGGlobal     float64
+	Burst429Spec string // "every=20s,for=2s"
+	Burst429     burstWindows
+	TGRate       int // telegram.messages_per_second; 0 = not written
+	ExtraConfig  string
+
+	Heavy       int
+	Groups      int
+	ArrivalRate float64
+	Kill        int
+
+	Timeout time.Duration
+	Idle    time.Duration // give up when nothing moved for this long (0 = never)
+	Bin     string
+	Keep    bool // keep the temp dir even after a clean run
+	Seed    uint64
+}
+
+// defaultConfig is the flags' defaults: the bot's own upstream defaults, and
+// a crowd of 1000 against 64 slots of a 2 s model.
+func defaultConfig() Config {
+	return Config{
+		Users: 1000, Concurrency: 64, Latency: 2 * time.Second, ImageKB: 8,
+		Retries: 2, UpstreamTimeout: 5 * time.Minute, JobTimeout: 5 * time.Minute,
+		Limits: true, TGGlobal: 30,
+		Timeout: 10 * time.Minute, Idle: time.Minute, Seed: 1,
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.Users >= 1, "-n must be at least 1")
+	check(c.Concurrency >= 1 && c.Concurrency <= 256, "-c must be 1 to 256 (the bot's limits.concurrency range)")
+	check(c.Latency > 0, "-latency must be positive")
+	check(c.ImageKB >= 1, "-img-kb must be at least 1")
+	check(c.Fail5xx >= 0 && c.Hang >= 0 && c.Fail5xx+c.Hang <= 1, "-fail5xx and -hang are fractions that add up to at most 1")
+	check(c.TGGlobal > 0, "-tg-global must be positive")
+	check(c.Heavy >= 0 && c.Groups >= 0 && c.Kill >= 0, "-heavy, -groups and -kill must not be negative")
+	check(c.ArrivalRate >= 0, "-arrival-rate must not be negative")
+	check(c.TGRate >= 0, "-tg-rate must not be negative")
+	check(c.Timeout > 0, "-timeout must be positive")
+	if c.Burst429Spec != "" {
+		b, err := parseBurst(c.Burst429Spec)
+		check(err == nil, "-burst429: %v", err)
+		c.Burst429 = b
+	}
+	return errors.Join(errs...)
+}
+
+// parseBurst reads "every=20s,for=2s".
+func parseBurst(s string) (burstWindows, error) {
+	var b burstWindows
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		d, err := time.ParseDuration(v)
+		if !ok || err != nil || d <= 0 {
+			return b, fmt.Errorf("%q: want every=<duration>,for=<duration>", s)
+		}
+		switch k {
+		case "every":
+			b.Every = d
+		case "for":
+			b.For = d
+		default:
+			return b, fmt.Errorf("%q: unknown key %q (want every and for)", s, k)
+		}
+	}
+	if b.Every <= 0 || b.For <= 0 || b.For >= b.Every {
+		return b, fmt.Errorf("%q: want every > for > 0", s)
+	}
+	return b, nil
+}
+
+func main() {
+	os.Exit(cliMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func cliMain(args []string, stdout, stderr io.Writer) int {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("imaginebot-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&cfg.Users, "n", cfg.Users, "simulated users, one prompt each")
+	fs.IntVar(&cfg.Concurrency, "c", cfg.Concurrency, "the bot's limits.concurrency (upstream slots)")
+	fs.DurationVar(&cfg.Latency, "latency", cfg.Latency, "fake gateway latency per request")
+	fs.IntVar(&cfg.ImageKB, "img-kb", cfg.ImageKB, "size of the generated PNG in KiB")
+	fs.Float64Var(&cfg.Fail5xx, "fail5xx", 0, "fraction of gateway requests answered 500")
+	fs.Float64Var(&cfg.Hang, "hang", 0, "fraction of gateway requests that never answer")
+	fs.IntVar(&cfg.Retries, "retries", cfg.Retries, "the bot's upstream.retries")
+	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "the bot's upstream.timeout")
+	fs.DurationVar(&cfg.JobTimeout, "job-timeout", cfg.JobTimeout, "the bot's limits.job_timeout")
+	fs.BoolVar(&cfg.Limits, "limits", cfg.Limits, "enforce Telegram's flood limits in the fake Bot API")
+	fs.Float64Var(&cfg.TGGlobal, "tg-global", cfg.TGGlobal, "global Telegram limit, messages per second")
+	fs.StringVar(&cfg.Burst429Spec, "burst429", "", `also answer 429 to every send/edit in windows, e.g. "every=20s,for=2s"`)
+	tgRate := fs.Int("tg-rate", 0, "write telegram.messages_per_second: N into the bot's config")
+	fs.StringVar(&cfg.ExtraConfig, "extra-config", "", "YAML merged over the generated bot config")
+	fs.IntVar(&cfg.Heavy, "heavy", 0, "one extra user sending this many prompts at t0, before the others")
+	fs.IntVar(&cfg.Groups, "groups", 0, "put the users into this many group chats (/imagine)")
+	fs.Float64Var(&cfg.ArrivalRate, "arrival-rate", 0, "users per second (0 = all at t0)")
+	fs.IntVar(&cfg.Kill, "kill", 0, "SIGKILL and restart the bot this many times during the run")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "deadline for every job to be answered")
+	fs.DurationVar(&cfg.Idle, "idle", cfg.Idle, "stop waiting when neither fake saw a call for this long (0 = wait for -timeout)")
+	fs.StringVar(&cfg.Bin, "bin", "", "prebuilt imaginebot binary (default: go build one)")
+	jsonPath := fs.String("json", "", "also write the figures as JSON to this file")
+	check := fs.Bool("check", false, "exit 1 when a job was lost, double-charged or unanswered, or a 429 was answered with -limits")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (config, database, bot log) after a clean run")
+	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the failure mix and kill times")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 1
+	}
+	// Written only when asked for: older bots reject the key as unknown.
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "tg-rate" {
+			cfg.TGRate = *tgRate
+		}
+	})
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(stderr, "imaginebot-load:", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	rep, err := Run(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "imaginebot-load:", err)
+		return 1
+	}
+	rep.Print(stdout)
+	if *jsonPath != "" {
+		if err := rep.WriteJSON(*jsonPath); err != nil {
+			fmt.Fprintln(stderr, "imaginebot-load:", err)
+			return 1
+		}
+	}
+	if *check && len(rep.Problems) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// Run performs one load run and returns its report. A harness failure
+// (build, start-up, fakes) is an error; whatever the bot does is a figure.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (rep *Report, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "imaginebot-load-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	h := &harness{cfg: cfg, log: log, dir: dir}
+	defer func() {
+		h.close()
+		// The bot's log, config and database are the evidence: keep them
+		// unless the run was clean.
+		if err == nil && len(rep.Problems) == 0 && !cfg.Keep {
+			_ = os.RemoveAll(dir)
+			rep.Dir, rep.BotLog = "", ""
+			return
+		}
+		log.Info("kept the run's files", "dir", dir, "bot_log", dir+"/bot.log")
+	}()
+	if err := h.setup(ctx); err != nil {
+		return nil, err
+	}
+	outcome, code, timedOut, err := h.drive(ctx)
+	if err != nil {
+		h.stopAll()
+		return nil, err
+	}
+	waited := time.Since(h.t0)
+	log.Info("bot stopped", "exit_code", code, "wait", waited.Round(time.Millisecond), "outcome", outcome)
+	return h.buildReport(ctx, outcome, waited, code, timedOut), nil
+}
+
+// stopAll kills whatever bot process is still running after a harness error.
+func (h *harness) stopAll() {
+	h.mu.Lock()
+	p := h.current
+	h.mu.Unlock()
+	if p != nil && !p.Exited() {
+		p.kill()
+	}
+}
