@@ -139,41 +139,51 @@ func (l *Ledger) refund(ctx context.Context, key string, reason Code, now time.T
 
 // Delivering records that a pending job's result is about to be sent, so a
 // crash before Commit is recovered as "the picture may have arrived" rather
-// than as a job to send again.
-func (l *Ledger) Delivering(ctx context.Context, key string) error {
-	return l.updatePending(ctx, "delivering", key, func(j *Job) bool {
-		if j.Delivering {
-			return false
-		}
-		j.Delivering = true
-		return true
+// than as a job to send again. status, when not empty, is stored as the
+// job's status message at the same time.
+func (l *Ledger) Delivering(ctx context.Context, key, status string) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		return updatePending(tx, key, func(j *Job) bool {
+			changed := !j.Delivering || (status != "" && j.Status != status)
+			j.Delivering = true
+			if status != "" {
+				j.Status = status
+			}
+			return changed
+		})
 	})
+	return wrapStore("delivering", err)
 }
 
-// NoteStatus stores the adapter's reference to a pending job's status
-// message, so recovery can turn it into the apology instead of leaving a
-// "generating…" message behind. Settled jobs are left alone.
-func (l *Ledger) NoteStatus(ctx context.Context, key, ref string) error {
-	return l.updatePending(ctx, "note status", key, func(j *Job) bool {
-		if j.Status == ref {
-			return false
+// NoteStatuses stores the adapters' references to pending jobs' status
+// messages (job key → reference), in one transaction, so recovery can turn
+// them into the apology instead of leaving a "generating…" message behind.
+// Settled jobs are left alone.
+func (l *Ledger) NoteStatuses(ctx context.Context, notes map[string]string) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		for key, ref := range notes {
+			err := updatePending(tx, key, func(j *Job) bool {
+				changed := j.Status != ref
+				j.Status = ref
+				return changed
+			})
+			if err != nil {
+				return err
+			}
 		}
-		j.Status = ref
-		return true
+		return nil
 	})
+	return wrapStore("note status", err)
 }
 
 // updatePending applies change to a pending job; a settled or missing job is
 // left as it is (the job moved on meanwhile).
-func (l *Ledger) updatePending(ctx context.Context, op, key string, change func(*Job) bool) error {
-	err := l.store.Update(ctx, func(tx Tx) error {
-		j, ok, err := tx.Job(key)
-		if err != nil || !ok || j.State != JobPending || !change(&j) {
-			return err
-		}
-		return tx.PutJob(j)
-	})
-	return wrapStore(op, err)
+func updatePending(tx Tx, key string, change func(*Job) bool) error {
+	j, ok, err := tx.Job(key)
+	if err != nil || !ok || j.State != JobPending || !change(&j) {
+		return err
+	}
+	return tx.PutJob(j)
 }
 
 // settle loads the job to move to state: settled is true when it is there

@@ -666,3 +666,55 @@ type nopReporter struct{}
 
 func (nopReporter) Progress(core.Progress)                       {}
 func (nopReporter) Deliver(context.Context, core.Delivery) error { return nil }
+
+// TestStatusNotesReachTheLedger: a status reference noted while the job
+// runs is written within a second, and at the latest with the delivering
+// mark, before anything is sent.
+func TestStatusNotesReachTheLedger(t *testing.T) {
+	e := newEnv(t, nil)
+	release := make(chan struct{})
+	e.gen.fn = func(ctx context.Context, _ core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		<-release
+		return []core.Image{pngImage()}, nil
+	}
+	noted := make(chan struct{})
+	rep := &fakeReporter{deliver: func(ctx context.Context, d core.Delivery) error {
+		if j := e.job(t, d.Job.Key); !j.Delivering || j.Status != "chat:2" {
+			t.Errorf("at delivery the ledger has %+v, want delivering with status chat:2", j)
+		}
+		return nil
+	}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.svc.Imagine(context.Background(), req("noted", alice, "x"), &notingReporter{fakeReporter: rep, svc: e.svc, key: "noted", ref: "chat:1", once: noted})
+		done <- err
+	}()
+	<-noted
+	waitFor(t, func() bool { return e.job(t, "noted").Status == "chat:1" })
+	// A newer reference, noted just before delivery, goes with the mark.
+	if err := e.svc.NoteStatus(context.Background(), "noted", "chat:2"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// notingReporter notes a status reference on the first progress, as an
+// adapter does when its status message is sent.
+type notingReporter struct {
+	*fakeReporter
+	svc      *core.Service
+	key, ref string
+	once     chan struct{}
+	sync.Once
+}
+
+func (r *notingReporter) Progress(p core.Progress) {
+	r.fakeReporter.Progress(p)
+	r.Do(func() {
+		_ = r.svc.NoteStatus(context.Background(), r.key, r.ref)
+		close(r.once)
+	})
+}

@@ -22,11 +22,11 @@ import (
 // The cost per job does not grow with the queue: joining and leaving the
 // line is a binary search near its end or its front, and a waiter's position
 // is computed only when it may have changed enough to be worth showing (see
-// nextShown) or when refreshEvery has passed, never by renumbering every
-// waiter when a slot frees. Waiting holds no goroutine of the scheduler's:
-// only the caller's, blocked on its channel.
+// nextShown), never by renumbering every waiter when a slot frees. A waiting
+// job holds no goroutine: it is a few hundred bytes in the line until
+// admitted, when its start runs in a goroutine of its own.
 type scheduler struct {
-	refreshEvery time.Duration // a waiter's changed position is re-sent this often
+	refreshEvery time.Duration // how often a waiter is checked for having moved back
 	// grace is how long a free slot is kept for an earlier arrival still on
 	// its way to the queue (validating, reserving) rather than given to a
 	// later one.
@@ -69,13 +69,14 @@ type account struct {
 }
 
 type waiter struct {
-	acct  *account
-	seq   uint64 // arrival sequence
-	n     uint64 // queue order, breaks ties of seq
-	ready chan struct{}
+	acct      *account
+	seq       uint64 // arrival sequence
+	n         uint64 // queue order, breaks ties of seq
+	start     func(release func(), err error)
+	stopWatch func() bool // stops the context watch once admitted
 
 	// Guarded by scheduler.mu.
-	granted bool   // ready was closed to admit; otherwise the scheduler closed
+	granted bool   // admitted (rather than given up or shut out)
 	done    bool   // left the queue
 	shown   int    // position last sent
 	version int    // bumps with every position to send
@@ -106,50 +107,63 @@ func newScheduler(slots int) *scheduler {
 // inLine orders accounts in the line: by arrival, then by queue order.
 func inLine(a, b *account) bool { return a.key < b.key || (a.key == b.key && a.n < b.n) }
 
-// acquire waits for a slot for user's job, which arrived with sequence seq
-// (lower is earlier). onPos gets the 1-based queue position when the job
-// starts waiting and whenever it changed enough to show. The returned
-// release must be called once.
-func (s *scheduler) acquire(ctx context.Context, user string, seq uint64, onPos func(int)) (release func(), err error) {
+// submit queues user's job, which arrived with sequence seq (lower is
+// earlier), and returns at once: start runs in a new goroutine with the
+// slot's release once the job is admitted, or with the error that ended its
+// wait (ctx done: the job is taken out of the queue; the scheduler closed:
+// CodeShuttingDown). Waiting costs no goroutine. onPos gets the 1-based
+// queue position when the job starts waiting and whenever it changed
+// enough to show. release must be called once.
+func (s *scheduler) submit(ctx context.Context, user string, seq uint64, onPos func(int), start func(release func(), err error)) {
 	s.mu.Lock()
 	s.resolveLocked(seq)
 	if s.closed {
 		s.mu.Unlock()
-		return nil, &Error{Code: CodeShuttingDown}
+		go start(nil, &Error{Code: CodeShuttingDown})
+		return
 	}
 	if s.running < s.slots && s.waiting == 0 && !s.expectingBefore(seq) {
 		s.running++
 		s.mu.Unlock()
-		return s.releaseFunc(), nil
+		go start(s.releaseFunc(), nil)
+		return
 	}
 	w, first := s.join(user, seq, onPos)
+	w.start = start
 	// A slot may have been kept free for this very arrival.
 	ps := append(pushes{first}, s.dispatch()...)
+	if !w.done {
+		w.stopWatch = context.AfterFunc(ctx, func() { s.giveUp(w, ctx.Err()) })
+	}
 	s.mu.Unlock()
 	ps.send()
+}
 
-	select {
-	case <-w.ready:
-	case <-ctx.Done():
-		s.mu.Lock()
-		if !w.done {
-			s.remove(w)
-			due := s.due()
-			s.mu.Unlock()
-			due.send()
-			return nil, ctx.Err()
-		}
+// giveUp takes w out of the queue when its context ended first.
+func (s *scheduler) giveUp(w *waiter, err error) {
+	s.mu.Lock()
+	if w.done {
 		s.mu.Unlock()
-		if w.granted {
-			// Admitted while cancelling: hand the slot back.
-			s.releaseFunc()()
-		}
-		return nil, ctx.Err()
+		return // admitted meanwhile: start has the slot
 	}
-	if !w.granted {
-		return nil, &Error{Code: CodeShuttingDown}
+	s.remove(w)
+	due := s.due()
+	s.mu.Unlock()
+	due.send()
+	go w.start(nil, err)
+}
+
+// acquire is submit for a caller that waits: it blocks until the job is
+// admitted or its wait ended.
+func (s *scheduler) acquire(ctx context.Context, user string, seq uint64, onPos func(int)) (release func(), err error) {
+	type result struct {
+		release func()
+		err     error
 	}
-	return s.releaseFunc(), nil
+	ch := make(chan result, 1)
+	s.submit(ctx, user, seq, onPos, func(r func(), err error) { ch <- result{r, err} })
+	r := <-ch
+	return r.release, r.err
 }
 
 func (s *scheduler) releaseFunc() func() {
@@ -170,7 +184,7 @@ func (s *scheduler) releaseFunc() func() {
 func (s *scheduler) join(user string, seq uint64, onPos func(int)) (*waiter, push) {
 	s.maxSeq = max(s.maxSeq, seq)
 	s.order++
-	w := &waiter{seq: seq, n: s.order, ready: make(chan struct{}), onPos: onPos, hidx: -1}
+	w := &waiter{seq: seq, n: s.order, onPos: onPos, hidx: -1}
 	a := s.users[user]
 	if a == nil {
 		a = &account{user: user, key: seq, n: s.order,
@@ -216,7 +230,12 @@ func (s *scheduler) dispatch() pushes {
 		s.leave(w)
 		w.granted = true
 		s.running++
-		close(w.ready)
+		if w.stopWatch != nil {
+			w.stopWatch()
+		}
+		if w.start != nil { // nil only for waiters queued by join alone (benchmarks)
+			go w.start(s.releaseFunc(), nil)
+		}
 		if a.jobs.len() == 0 {
 			delete(s.users, a.user)
 			continue
@@ -378,8 +397,10 @@ func (s *scheduler) position(w *waiter) int {
 
 // nextShown is the position below which a waiter shown at p is told again:
 // every step of the last ten, each ten below a hundred (99, 89 … 19, 9), and
-// further back only when refreshEvery passes. So a waiter costs a bounded
-// number of updates however long the queue, not one per job ahead of it.
+// further back at the round number (199, 499, 999, 1999 …) at or below half
+// of p. So a waiter costs a few updates however long it waits, not one per
+// job ahead of it or per minute, and a removal wakes only the few waiters
+// crossing a mark.
 func nextShown(p int) int {
 	switch {
 	case p <= 10:
@@ -387,7 +408,15 @@ func nextShown(p int) int {
 	case p < 100:
 		return (p/10)*10 - 1
 	}
-	return 99
+	mark := 99
+	for unit := 100; ; unit *= 10 {
+		for _, m := range []int{unit, 2 * unit, 5 * unit} {
+			if 2*(m-1) > p {
+				return mark
+			}
+			mark = m - 1
+		}
+	}
 }
 
 // watch arranges for w, now at pos, to be looked at again when enough jobs
@@ -413,7 +442,9 @@ func (s *scheduler) watch(w *waiter, pos int) {
 	}
 }
 
-// refresh re-sends w's position if it changed since it was last shown.
+// refresh re-sends w's position if it went back since it was last shown
+// (an earlier arrival reached the queue late): going forward is the
+// watches' part.
 func (s *scheduler) refresh(w *waiter) {
 	s.mu.Lock()
 	if w.done {
@@ -421,7 +452,7 @@ func (s *scheduler) refresh(w *waiter) {
 		return
 	}
 	var p push
-	if pos := s.position(w); pos != w.shown {
+	if pos := s.position(w); pos > w.shown {
 		p = s.show(w, pos)
 		s.watch(w, pos)
 	}
@@ -435,8 +466,8 @@ func (s *scheduler) refresh(w *waiter) {
 func (s *scheduler) due() pushes {
 	var out pushes
 	if len(s.watches) > 0 && s.watches[0].due <= s.removals {
-		// One removal wakes about one waiter per position worth showing.
-		out = make(pushes, 0, 20)
+		// One removal wakes about one waiter per mark (18 below a hundred).
+		out = make(pushes, 0, 32)
 	}
 	for len(s.watches) > 0 && s.watches[0].due <= s.removals {
 		w := s.watches[0]
@@ -492,7 +523,12 @@ func (s *scheduler) close() {
 	for _, a := range s.users {
 		for _, w := range a.jobs.items[a.jobs.head:] {
 			s.leave(w)
-			close(w.ready)
+			if w.stopWatch != nil {
+				w.stopWatch()
+			}
+			if w.start != nil {
+				go w.start(nil, &Error{Code: CodeShuttingDown})
+			}
 		}
 	}
 	clear(s.users)

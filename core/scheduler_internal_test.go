@@ -203,8 +203,7 @@ func TestSchedulerShowsPositionsThatMatter(t *testing.T) {
 		all[k] = v
 	}
 	drain(t, rel, jobs, n)
-	// The 30 s refresh never fires here: past a hundred only the first
-	// position is shown.
+	// Past a hundred the position is shown again at round numbers, halving.
 	want := []int{350, 99, 89, 79, 69, 59, 49, 39, 29, 19, 9, 8, 7, 6, 5, 4, 3, 2, 1}
 	if got := last.shown(); !slices.Equal(got, want) {
 		t.Fatalf("the last waiter was shown %v, want %v", got, want)
@@ -290,7 +289,7 @@ func TestSchedulerCloseWakesWaiters(t *testing.T) {
 
 func TestNextShown(t *testing.T) {
 	for _, tc := range []struct{ p, want int }{
-		{1, 0}, {2, 1}, {9, 8}, {10, 9}, {11, 9}, {42, 39}, {99, 89}, {100, 99}, {347, 99}, {2500, 99},
+		{1, 0}, {2, 1}, {9, 8}, {10, 9}, {11, 9}, {42, 39}, {99, 89}, {100, 99}, {199, 99}, {398, 199}, {500, 199}, {998, 499}, {1000, 499}, {2500, 999}, {3000, 999}, {12000, 4999},
 	} {
 		if got := nextShown(tc.p); got != tc.want {
 			t.Errorf("nextShown(%d) = %d, want %d", tc.p, got, tc.want)

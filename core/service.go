@@ -85,6 +85,10 @@ type Service struct {
 	limiter *keyedLimiter
 	sched   *scheduler
 
+	notesMu    sync.Mutex
+	notes      map[string]string // status references not yet written
+	notesTimer *time.Timer
+
 	mu       sync.Mutex
 	stopping bool
 	perUser  map[string]int
@@ -120,6 +124,7 @@ func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Servic
 		now:     time.Now,
 		limiter: newKeyedLimiter(cfg.Rate, cfg.Burst),
 		perUser: map[string]int{},
+		notes:   map[string]string{},
 	}
 	for _, m := range cfg.Models {
 		if m.Cost <= 0 {
@@ -190,41 +195,98 @@ func (s *Service) Arrival() uint64 { return s.sched.arrive() }
 func (s *Service) Abandon(seq uint64) { s.sched.resolve(seq) }
 
 // NoteStatus stores the adapter's reference to a job's status message, so
-// that after a crash the message can be turned into the apology.
-func (s *Service) NoteStatus(ctx context.Context, key, ref string) error {
-	return s.ledger.NoteStatus(ctx, key, ref)
+// that after a crash the message can be turned into the apology. Notes are
+// written together, at most noteEvery apart, or with the job's delivering
+// mark if that comes first: one transaction for many jobs instead of one
+// each. A crash loses the notes of the last noteEvery at most (those users
+// get the apology as a new message, beside the old status).
+func (s *Service) NoteStatus(_ context.Context, key, ref string) error {
+	s.notesMu.Lock()
+	defer s.notesMu.Unlock()
+	s.notes[key] = ref
+	if s.notesTimer == nil {
+		s.notesTimer = time.AfterFunc(noteEvery, s.flushNotes)
+	}
+	return nil
+}
+
+// noteEvery bounds how long a status reference waits to be written.
+const noteEvery = 500 * time.Millisecond
+
+func (s *Service) flushNotes() {
+	s.notesMu.Lock()
+	notes := s.notes
+	s.notes = map[string]string{}
+	s.notesTimer = nil
+	s.notesMu.Unlock()
+	if len(notes) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.ledger.NoteStatuses(ctx, notes); err != nil {
+		s.log.Warn("storing status messages failed", "jobs", len(notes), "err", err)
+	}
+}
+
+// takeNote removes and returns the unwritten note of key.
+func (s *Service) takeNote(key string) string {
+	s.notesMu.Lock()
+	defer s.notesMu.Unlock()
+	ref := s.notes[key]
+	delete(s.notes, key)
+	return ref
 }
 
 // Imagine runs one job to its end: validation, policy, reservation, queue,
 // generation, delivery through rep, then commit — or refund on any failure.
 // It blocks until the job is done; progress goes to rep meanwhile. Errors
 // are *Error: render them with Message. CodeDuplicate means the event was
-// already handled and should be ignored.
+// already handled and should be ignored. Adapters serving crowds use
+// Submit, which holds no goroutine while a job waits in the queue.
 func (s *Service) Imagine(ctx context.Context, req Request, rep Reporter) (Receipt, error) {
-	log := s.log.With("job", req.Key, "user", req.User.Key(), "scope", req.Scope)
-	model, prompt, err := s.validate(&req)
-	if err != nil {
+	type outcome struct {
+		r   Receipt
+		err error
+	}
+	ch := make(chan outcome, 1)
+	if err := s.Submit(ctx, req, rep, func(r Receipt, err error) { ch <- outcome{r, err} }); err != nil {
 		return Receipt{}, err
 	}
+	o := <-ch
+	return o.r, o.err
+}
+
+// Submit checks and reserves a job in the caller's goroutine and queues it.
+// A refusal (invalid prompt, limits, quota, ban, duplicate, shutting down)
+// is returned at once and done is not called. Otherwise Submit returns nil
+// and the job runs later in a goroutine of its own — none while it waits —
+// and done is called once with its outcome, after the commit or the refund.
+// ctx bounds the job (with the job timeout); done may block (to tell the
+// user), and runs in the job's goroutine.
+func (s *Service) Submit(ctx context.Context, req Request, rep Reporter, done func(Receipt, error)) error {
 	if req.Seq == 0 {
 		req.Seq = s.Arrival()
 	}
 	// Every refusal below gives the arrival up; reaching the queue does too.
 	defer s.Abandon(req.Seq)
+	log := s.log.With("job", req.Key, "user", req.User.Key(), "scope", req.Scope)
+	model, prompt, err := s.validate(&req)
+	if err != nil {
+		return err
+	}
 	userKey := req.User.Key()
 	now := s.now()
 
 	wait, cancelRate := s.limiter.reserve(userKey, now)
 	if wait > 0 {
-		return Receipt{}, &Error{Code: CodeRateLimited, RetryAfter: wait,
+		return &Error{Code: CodeRateLimited, RetryAfter: wait,
 			Err: fmt.Errorf("core: %s rate limited for %s", userKey, wait)}
 	}
 	if err := s.admit(userKey); err != nil {
 		cancelRate()
-		return Receipt{}, err
+		return err
 	}
-	defer s.leave(userKey)
-
 	job, _, err := s.ledger.Reserve(ctx, Job{
 		Key:     req.Key,
 		Account: AccountKey{Scope: req.Scope, User: userKey},
@@ -237,28 +299,27 @@ func (s *Service) Imagine(ctx context.Context, req Request, rep Reporter) (Recei
 		Lang:    req.Lang,
 	}, now)
 	if err != nil {
+		s.leave(userKey)
 		cancelRate()
 		if c := ErrorCode(err); c != CodeDuplicate && c != CodeQuotaExceeded && c != CodeBanned {
 			log.Error("reserve failed", "err", err)
 		}
-		return Receipt{}, err
+		return err
 	}
 	log.Info("job reserved", "model", model.Name, "units", job.Units)
 
-	images, bal, err := s.run(ctx, job, model, prompt, req, rep)
-	if err != nil {
-		return Receipt{}, s.fail(ctx, log, job, err)
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := s.ledger.Commit(cctx, job.Key, s.now()); err != nil {
-		// The user has the image; the reservation stays pending and start-up
-		// recovery will refund it. Nothing to tell the user.
-		log.Error("commit failed", "err", err)
-	}
-	job.State = JobCommitted
-	log.Info("job delivered", "images", len(images), "elapsed", s.now().Sub(now))
-	return Receipt{Job: job, Images: len(images), Balance: bal}, nil
+	jctx, cancel := context.WithTimeout(ctx, s.cfg.JobTimeout)
+	stopHard := context.AfterFunc(s.hardStop, cancel)
+	s.sched.submit(jctx, userKey, req.Seq, func(pos int) {
+		rep.Progress(Progress{Stage: StageQueued, Position: pos})
+	}, func(release func(), err error) {
+		defer s.leave(userKey)
+		defer stopHard()
+		defer cancel()
+		r, err := s.run(jctx, release, err, job, model, prompt, req, rep, log, now)
+		done(r, err)
+	})
+	return nil
 }
 
 // validate checks the request and renders the upstream prompt.
@@ -327,35 +388,48 @@ func (s *Service) leave(user string) {
 	s.jobs.Done()
 }
 
-// run queues, generates and delivers a reserved job.
-func (s *Service) run(ctx context.Context, job Job, model Model, prompt string, req Request, rep Reporter) ([]Image, Balance, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.JobTimeout)
+// run generates and delivers a reserved job once the scheduler admitted it
+// (release, or the error that ended its wait), then commits it or refunds
+// it.
+func (s *Service) run(ctx context.Context, release func(), err error, job Job, model Model, prompt string, req Request, rep Reporter, log *slog.Logger, start time.Time) (Receipt, error) {
+	var images []Image
+	var bal Balance
+	if err == nil {
+		images, err = s.generate(ctx, model, prompt, job, rep)
+		release()
+	}
+	if err == nil {
+		bal, err = s.deliver(ctx, job, model, req, rep, images)
+	}
+	if err != nil {
+		return Receipt{}, s.fail(ctx, log, job, err)
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	defer context.AfterFunc(s.hardStop, cancel)()
-
-	release, err := s.sched.acquire(ctx, job.Account.User, req.Seq, func(pos int) {
-		rep.Progress(Progress{Stage: StageQueued, Position: pos})
-	})
-	if err != nil {
-		return nil, Balance{}, err
+	if err := s.ledger.Commit(cctx, job.Key, s.now()); err != nil {
+		// The user has the image; the reservation stays pending and start-up
+		// recovery will refund it, as delivered (it is marked delivering).
+		log.Error("commit failed", "err", err)
 	}
-	images, err := s.generate(ctx, model, prompt, job, rep)
-	release()
-	if err != nil {
-		return nil, Balance{}, err
-	}
+	job.State = JobCommitted
+	log.Info("job delivered", "images", len(images), "elapsed", s.now().Sub(start))
+	return Receipt{Job: job, Images: len(images), Balance: bal}, nil
+}
 
+// deliver hands the images to the adapter, after marking the job as
+// delivering, and returns the balance the caption showed.
+func (s *Service) deliver(ctx context.Context, job Job, model Model, req Request, rep Reporter, images []Image) (Balance, error) {
 	bal, err := s.ledger.Balance(ctx, job.Account, s.now())
 	if err != nil {
-		return nil, Balance{}, err
+		return Balance{}, err
 	}
 	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DeliveryTimeout)
 	defer dcancel()
 	defer context.AfterFunc(s.hardStop, dcancel)()
 	// Durable before the first byte is sent: a crash from here on may
 	// leave the picture with the user, and recovery must not ask for it again.
-	if err := s.ledger.Delivering(dctx, job.Key); err != nil {
-		return nil, Balance{}, err
+	if err := s.ledger.Delivering(dctx, job.Key, s.takeNote(job.Key)); err != nil {
+		return Balance{}, err
 	}
 	err = rep.Deliver(dctx, Delivery{Job: job, Model: model, Prompt: req.Prompt, Options: req.Options, Images: images, Balance: bal})
 	if err != nil {
@@ -363,9 +437,9 @@ func (s *Service) run(ctx context.Context, job Job, model Model, prompt string, 
 		if !errors.As(err, &e) {
 			err = &Error{Code: CodeDeliveryFailed, Err: err}
 		}
-		return nil, Balance{}, err
+		return Balance{}, err
 	}
-	return images, bal, nil
+	return bal, nil
 }
 
 // generate calls the generator, forwarding its progress and an elapsed-time
@@ -426,11 +500,12 @@ func (s *Service) generate(ctx context.Context, model Model, prompt string, job 
 // fail refunds job and returns err classified, with upstream text cleaned.
 func (s *Service) fail(ctx context.Context, log *slog.Logger, job Job, err error) error {
 	e := AsError(err)
-	if e.Code == CodeInterrupted && ctx.Err() == nil {
+	if e.Code == CodeInterrupted && s.hardStop.Err() != nil {
 		// Cancelled by Shutdown rather than by the caller.
 		e = &Error{Code: CodeShuttingDown, Err: err}
 	}
 	e.Detail = CleanUpstreamText(e.Detail, 500)
+	s.takeNote(job.Key) // settled now: the adapter turns its status into the message
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if rerr := s.ledger.Refund(rctx, job.Key, e.Code, s.now()); rerr != nil {
@@ -482,6 +557,16 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.sched.close()
 
+	// Notes still buffered belong to jobs that are ending: write them
+	// while the ledger is open rather than from a timer after it closed.
+	defer func() {
+		s.notesMu.Lock()
+		if s.notesTimer != nil {
+			s.notesTimer.Stop()
+		}
+		s.notesMu.Unlock()
+		s.flushNotes()
+	}()
 	done := make(chan struct{})
 	go func() {
 		s.jobs.Wait()

@@ -387,7 +387,8 @@ func (b *Budget) pumpLocked(now time.Time) []func() {
 	}
 	if len(b.high) > 0 && len(b.low) > 0 && b.share != nil {
 		// The share refills while the global bucket may not run dry.
-		if at := whenTokens(b.share, now, 1); next.IsZero() || at.Before(next) {
+		// (With a token already there, the global bucket is what waits.)
+		if at := whenTokens(b.share, now, 1); at.After(now) && (next.IsZero() || at.Before(next)) {
 			next = at
 		}
 	}
@@ -395,8 +396,11 @@ func (b *Budget) pumpLocked(now time.Time) []func() {
 	return grants
 }
 
+// armLocked makes sure a wake comes by at. A timer already due no later
+// is kept: it wakes, pumps and arms again, so asks and grants (which move
+// the next moment by rounding) do not churn timers.
 func (b *Budget) armLocked(now, at time.Time) {
-	if at.IsZero() || (b.stop != nil && b.timerAt.Equal(at)) {
+	if at.IsZero() || (b.stop != nil && !b.timerAt.After(at)) {
 		return
 	}
 	if b.stop != nil {

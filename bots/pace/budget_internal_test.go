@@ -282,3 +282,31 @@ func TestWait(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestBudgetDoesNotSpin: with results and statuses waiting on an empty
+// bucket, the budget sleeps until a token comes instead of waking at once.
+func TestBudgetDoesNotSpin(t *testing.T) {
+	b, c := newTestBudget(Limits{Global: Rate{PerSecond: 30, Burst: MaxBatch}, ProgressShare: 0.1})
+	var wakes []time.Duration
+	b.after = func(d time.Duration, f func()) func() bool {
+		wakes = append(wakes, d)
+		return func() bool { return true }
+	}
+	for i := range 50 {
+		b.Ask(Msg{Chat: Chat{ID: fmt.Sprint("r", i)}, Class: Result}, func() {})
+		b.Ask(Msg{Chat: Chat{ID: fmt.Sprint("s", i)}, Class: FirstStatus}, func() {})
+	}
+	for range 100 {
+		c.advance(10 * time.Millisecond)
+		wakes = wakes[:0]
+		b.mu.Lock()
+		b.stop = nil // as wake does
+		b.mu.Unlock()
+		b.step()
+		for _, d := range wakes {
+			if d <= 0 {
+				t.Fatalf("armed a wake in %s: a busy loop", d)
+			}
+		}
+	}
+}

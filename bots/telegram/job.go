@@ -16,34 +16,48 @@ import (
 
 const statusTimeout = 15 * time.Second
 
-// runJob runs one core job and reports it in the chat. cb, when not nil, is
-// the callback query that asked for it (rerolls answer it with whether core
-// took the job).
+// runJob submits one core job and reports it in the chat. cb, when not nil,
+// is the callback query that asked for it (rerolls answer it with whether
+// core took the job). It returns once core took or refused the job: a
+// queued job holds no goroutine, and its end is reported from core's.
 func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callbackAnswer) {
-	j := &job{b: b, to: to, key: req.Key, lang: req.Lang, cb: cb}
 	to.order = req.Seq // results and statuses go out in the order their prompts came
-	j.to = to
+	j := &job{b: b, to: to, key: req.Key, lang: req.Lang, cb: cb}
 	j.status = b.budget.NewStatus(to.chatKey(), to.order, b.cfg.ProgressInterval, j.showStatus)
-	_, err := b.svc.Imagine(ctx, req, j)
+	b.inflight.Add(1) // the job's end, counted by Wait; runs inside a counted handler
+	err := b.svc.Submit(ctx, req, j, func(_ core.Receipt, err error) {
+		defer b.inflight.Done()
+		j.end(ctx, req, err)
+	})
+	if err != nil {
+		defer b.inflight.Done()
+		j.end(ctx, req, err)
+	}
+}
+
+// end reports how a job ended: nothing more after a delivery; otherwise
+// the refusal or the failure, in the status message when there is one.
+func (j *job) end(ctx context.Context, req core.Request, err error) {
 	j.status.Close()
 	if err == nil {
 		return
 	}
+	b := j.b
 	code := core.ErrorCode(err)
 	if code == core.CodeDuplicate {
-		cb.answer(ctx, "", false)
+		j.cb.answer(ctx, "", false)
 		return
 	}
 	msg := core.Message(err, req.Lang)
 	b.log.Info("telegram: job refused or failed", "job", req.Key, "code", code)
-	if !j.accepted() && cb != nil {
+	if !j.accepted() && j.cb != nil {
 		// Refused before it started: the presser sees why in an alert.
-		cb.answer(ctx, msg, true)
+		j.cb.answer(ctx, msg, true)
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	_ = b.replace(cctx, to, j.statusMessage(), msg) // logged there
+	_ = b.replace(cctx, j.to, j.statusMessage(), msg) // logged there
 }
 
 // replace turns a job's status message into text, or sends text as a reply

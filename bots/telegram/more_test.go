@@ -269,8 +269,15 @@ type fakeService struct {
 	imagine          func(ctx context.Context, req core.Request, rep core.Reporter) (core.Receipt, error)
 }
 
-func (f *fakeService) Imagine(ctx context.Context, req core.Request, rep core.Reporter) (core.Receipt, error) {
-	return f.imagine(ctx, req, rep)
+// Submit runs the fake's imagine in the caller, as if all of it were the
+// reservation: a blocked imagine holds the update's handler.
+func (f *fakeService) Submit(ctx context.Context, req core.Request, rep core.Reporter, done func(core.Receipt, error)) error {
+	r, err := f.imagine(ctx, req, rep)
+	if err != nil {
+		return err
+	}
+	done(r, nil)
+	return nil
 }
 
 func (f *fakeService) Arrival() uint64 { return 0 }

@@ -66,10 +66,11 @@ type Config struct {
 	MaxDocumentBytes int64         // bigger images go as links
 	WebhookURL       string        // "" = long polling
 	WebhookSecret    string        // required in webhook mode: 1–256 of A–Z a–z 0–9 _ -
-	// MaxHandlers bounds the updates handled at once. Past it, intake waits:
-	// long polling stops fetching (Telegram keeps the updates) and webhook
-	// requests are held, so a flood cannot grow memory. It must exceed
-	// core's concurrency + queue cap, or refusals would wait behind jobs.
+	// MaxHandlers bounds the updates handled at once (a job's update until
+	// core took or refused it; a command until answered). Past it, intake
+	// waits: long polling stops fetching (Telegram keeps the updates) and
+	// webhook requests are held, so a flood cannot grow memory. Jobs core
+	// took are bounded by core's queue cap, not by this.
 	MaxHandlers int
 	// MessagesPerSecond is the bot's overall send budget (default 30, as
 	// Telegram allows). Above 30 the bot sets allow_paid_broadcast on its
@@ -153,7 +154,7 @@ func (c *Config) defaults() {
 
 // Service is what the adapter needs from core; *core.Service satisfies it.
 type Service interface {
-	Imagine(ctx context.Context, req core.Request, rep core.Reporter) (core.Receipt, error)
+	Submit(ctx context.Context, req core.Request, rep core.Reporter, done func(core.Receipt, error)) error
 	Arrival() uint64
 	Abandon(seq uint64)
 	Notified(ctx context.Context, key string) error

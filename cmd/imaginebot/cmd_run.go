@@ -72,8 +72,9 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 		MaxDocumentBytes: int64(cfg.Telegram.MaxDocumentBytes),
 		WebhookURL:       cfg.Telegram.Webhook.URL,
 		WebhookSecret:    cfg.Telegram.Webhook.SecretToken,
-		// Room for every job core admits plus the refusals of the rest.
-		MaxHandlers:       coreCfg.Concurrency + coreCfg.QueueCap + 64,
+		// Updates being checked and reserved at once: enough to fill a
+		// ledger group commit and every upstream slot.
+		MaxHandlers:       telegram.DefaultMaxHandlers + coreCfg.Concurrency,
 		MessagesPerSecond: cfg.Telegram.MessagesPerSecond,
 		// Results, status edits, long polls and commands in flight at once.
 		Connections: coreCfg.Concurrency + 16,

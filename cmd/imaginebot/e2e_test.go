@@ -228,10 +228,7 @@ func TestRunRecoversAJobCutOffWhileDelivering(t *testing.T) {
 		User: core.User{Platform: core.PlatformTelegram, ID: "42"}, Units: 1, ReplyTo: "42:5", Lang: core.English,
 	}, time.Now())
 	if err == nil {
-		err = ledger.NoteStatus(ctx, "telegram:update:78", "42:6")
-	}
-	if err == nil {
-		err = ledger.Delivering(ctx, "telegram:update:78")
+		err = ledger.Delivering(ctx, "telegram:update:78", "42:6")
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -538,10 +538,10 @@ func testDeliveringAndStatus(t *testing.T, s core.Store) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"live", "done", "missing"} {
-		if err := l.NoteStatus(t.Context(), key, "42:7"); err != nil {
-			t.Fatalf("NoteStatus(%s): %v", key, err)
+		if err := l.NoteStatuses(t.Context(), map[string]string{key: "42:7"}); err != nil {
+			t.Fatalf("NoteStatuses(%s): %v", key, err)
 		}
-		if err := l.Delivering(t.Context(), key); err != nil {
+		if err := l.Delivering(t.Context(), key, ""); err != nil {
 			t.Fatalf("Delivering(%s): %v", key, err)
 		}
 	}
