@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -717,4 +718,43 @@ func (r *notingReporter) Progress(p core.Progress) {
 		_ = r.svc.NoteStatus(context.Background(), r.key, r.ref)
 		close(r.once)
 	})
+}
+
+// BenchmarkQueuedJobMemory states what a job waiting in the queue costs:
+// heap bytes (the job, its request, the scheduler's entry, the reporter)
+// and goroutines, with 5,000 waiting behind one running job.
+func BenchmarkQueuedJobMemory(b *testing.B) {
+	const queued = 5000
+	for range b.N {
+		e := newEnv(b, func(c *core.Config) {
+			c.Concurrency = 1
+			c.QueueCap = queued + 10
+			c.Quotas.DefaultDaily = 10
+		})
+		release := make(chan struct{})
+		e.gen.fn = func(ctx context.Context, _ core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+			<-release
+			return []core.Image{pngImage()}, nil
+		}
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		before, goroutines := ms.HeapAlloc, runtime.NumGoroutine()
+		var wg sync.WaitGroup
+		for i := range queued + 1 {
+			u := core.User{Platform: core.PlatformTelegram, ID: fmt.Sprint(10000 + i)}
+			wg.Add(1)
+			err := e.svc.Submit(context.Background(), req(fmt.Sprint("m", i), u, "a queued fox"), &fakeReporter{},
+				func(core.Receipt, error) { wg.Done() })
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapAlloc-before)/queued, "heap-bytes/queued-job")
+		b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/queued, "goroutines/queued-job")
+		close(release)
+		wg.Wait()
+	}
 }

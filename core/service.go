@@ -313,10 +313,12 @@ func (s *Service) Submit(ctx context.Context, req Request, rep Reporter, done fu
 	s.sched.submit(jctx, userKey, req.Seq, func(pos int) {
 		rep.Progress(Progress{Stage: StageQueued, Position: pos})
 	}, func(release func(), err error) {
-		defer s.leave(userKey)
-		defer stopHard()
-		defer cancel()
 		r, err := s.run(jctx, release, err, job, model, prompt, req, rep, log, now)
+		stopHard()
+		cancel()
+		// Settled in the ledger: Shutdown need not wait for the adapter
+		// telling the user (the adapter's own Wait does).
+		s.leave(userKey)
 		done(r, err)
 	})
 	return nil

@@ -141,8 +141,8 @@ func (h *harness) setup(ctx context.Context) error {
 		return err
 	}
 	h.jobs = planJobs(h.cfg)
-	if h.cfg.Heavy > 100 {
-		h.log.Warn("the bot allows at most 100 jobs in flight per user: the heavy user's extra prompts will be refused", "heavy", h.cfg.Heavy)
+	if h.cfg.Heavy > 1000 {
+		h.log.Warn("the bot allows at most 1000 jobs in flight per user: the heavy user's extra prompts will be refused", "heavy", h.cfg.Heavy)
 	}
 	h.db = filepath.Join(h.dir, "imaginebot.db")
 	data, err := h.botConfig().yaml()
@@ -184,7 +184,7 @@ func (h *harness) botConfig() botConfig {
 		Concurrency:     h.cfg.Concurrency,
 		QueueCap:        len(h.jobs) + 100,
 		// The config caps it at 100; a heavier user meets the bot's own limit.
-		PerUserJobs: min(100, max(2, h.cfg.Heavy)),
+		PerUserJobs: min(1000, max(2, h.cfg.Heavy)),
 		Daily:       len(h.jobs) + 10,
 		DBPath:      h.db,
 		TGRate:      h.cfg.TGRate,

@@ -44,8 +44,12 @@ type Report struct {
 	AddedLatency       quantile  `json:"added_latency_seconds"`                  // over the ideal schedule
 	AddedLatencyNormal *quantile `json:"added_latency_normal_seconds,omitempty"` // -heavy runs
 	AddedLatencyHeavy  *quantile `json:"added_latency_heavy_seconds,omitempty"`
-	DisplacementMean   float64   `json:"displacement_mean"` // |served − arrival position|
-	DisplacementMax    int       `json:"displacement_max"`
+	// FinishNormal is when the users other than the heavy one got their
+	// picture, seconds after t0: compare a -heavy run with the same run
+	// without it (fairness).
+	FinishNormal     *quantile `json:"finish_normal_seconds,omitempty"`
+	DisplacementMean float64   `json:"displacement_mean"` // |served − arrival position|
+	DisplacementMax  int       `json:"displacement_max"`
 
 	CPUSeconds    float64 `json:"cpu_seconds"`
 	CPUPerJobMs   float64 `json:"cpu_per_job_ms"`
@@ -186,7 +190,7 @@ func (h *harness) timing(r *Report, outs []*jobOutcome) {
 		at time.Duration
 	}
 	var got []served
-	var all, normal, heavy []float64
+	var all, normal, heavy, finish []float64
 	for _, o := range outs {
 		if len(o.view.Deliveries) == 0 {
 			if o.view.Links > 0 {
@@ -205,6 +209,7 @@ func (h *harness) timing(r *Report, outs []*jobOutcome) {
 			heavy = append(heavy, added)
 		} else {
 			normal = append(normal, added)
+			finish = append(finish, at.Seconds())
 		}
 		if len(o.view.Deliveries) > 1 {
 			r.DuplicatePhoto++
@@ -212,6 +217,8 @@ func (h *harness) timing(r *Report, outs []*jobOutcome) {
 	}
 	r.Delivered = len(got)
 	r.AddedLatency = quantiles(all)
+	qf := quantiles(finish)
+	r.FinishNormal = &qf
 	if cfg.Heavy > 0 {
 		qn, qh := quantiles(normal), quantiles(heavy)
 		r.AddedLatencyNormal, r.AddedLatencyHeavy = &qn, &qh
@@ -454,6 +461,9 @@ func (r *Report) Print(w io.Writer) {
 	if r.AddedLatencyNormal != nil && r.AddedLatencyHeavy != nil {
 		row("  normal users", "%s", qText(*r.AddedLatencyNormal))
 		row("  heavy user", "%s", qText(*r.AddedLatencyHeavy))
+	}
+	if r.FinishNormal != nil {
+		row("finish (not heavy)", "%s after t0", qText(*r.FinishNormal))
 	}
 	row("order", "|served − arrival position|: mean %.1f, max %d", r.DisplacementMean, r.DisplacementMax)
 	row("bot CPU", "%.2fs total, %.2f ms/job", r.CPUSeconds, r.CPUPerJobMs)

@@ -145,8 +145,8 @@ func (c *Config) validate() []string {
 	if l.Burst < 1 || l.Burst > 1000 {
 		p.add("limits.burst", "%d is out of range; use 1 to 1000", l.Burst)
 	}
-	if l.PerUserJobs < 1 || l.PerUserJobs > 100 {
-		p.add("limits.per_user_jobs", "%d is out of range; use 1 to 100", l.PerUserJobs)
+	if l.PerUserJobs < 1 || l.PerUserJobs > 1000 {
+		p.add("limits.per_user_jobs", "%d is out of range; use 1 to 1000", l.PerUserJobs)
 	}
 	if l.Concurrency < 1 || l.Concurrency > 256 {
 		p.add("limits.concurrency", "%d is out of range; use 1 to 256", l.Concurrency)
