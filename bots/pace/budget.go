@@ -199,6 +199,13 @@ func (b *Budget) Ask(m Msg, grant func()) (cancel func() bool) {
 		return 1
 	})
 	cs.asks = slices.Insert(cs.asks, i, a)
+	b.changedLocked(cs, i)
+	return func() bool { return b.cancel(a) }
+}
+
+// changedLocked follows a change at index i of cs's asks: a new first ask
+// moves the chat in the heaps. It unlocks mu and runs the grants due.
+func (b *Budget) changedLocked(cs *chatState, i int) {
 	now := b.now()
 	if i == 0 {
 		b.placeLocked(cs, now)
@@ -206,7 +213,6 @@ func (b *Budget) Ask(m Msg, grant func()) (cancel func() bool) {
 	grants := b.pumpLocked(now)
 	b.mu.Unlock()
 	run(grants)
-	return func() bool { return b.cancel(a) }
 }
 
 // Wait blocks until m may be sent, or ctx ends.
@@ -248,13 +254,7 @@ func (b *Budget) cancel(a *ask) bool {
 	cs := a.chat
 	i := slices.Index(cs.asks, a)
 	cs.asks = slices.Delete(cs.asks, i, i+1)
-	now := b.now()
-	if i == 0 {
-		b.placeLocked(cs, now)
-	}
-	grants := b.pumpLocked(now)
-	b.mu.Unlock()
-	run(grants)
+	b.changedLocked(cs, i)
 	return true
 }
 

@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-telegram/bot/models"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
 )
 
 // Identities of the simulated crowd.
@@ -435,7 +437,7 @@ func (h *harness) drive(ctx context.Context) (waitOutcome, int, bool, error) {
 func sends(st telegramStats) int64 {
 	var n int64
 	for m, s := range st.Methods {
-		if countedMethods[m] {
+		if telegramtest.Counted(m) {
 			n += s.Calls
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/go-telegram/bot/models"
+
+	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
 )
 
 // telegramConfig is how the fake Bot API behaves.
@@ -41,7 +43,7 @@ type telegram struct {
 	srv     *http.Server
 	done    chan struct{}
 	me      models.User
-	limiter *sendLimiter
+	limiter *telegramtest.Limits
 	nextMsg atomic.Int64 // message ids, shared by users' and the bot's messages
 
 	mu          sync.Mutex
@@ -105,7 +107,7 @@ func newTelegram(cfg telegramConfig) (*telegram, error) {
 		URL:     "http://" + ln.Addr().String(),
 		done:    make(chan struct{}),
 		me:      models.User{ID: 7700000001, IsBot: true, FirstName: "Imagine Load Bot", Username: "ImagineLoadBot", CanJoinGroups: true},
-		limiter: newSendLimiter(cfg.GlobalRate, cfg.Tolerance),
+		limiter: telegramtest.NewLimits(cfg.GlobalRate, cfg.Tolerance),
 		changed: make(chan struct{}),
 		// Update ids are large, as Telegram's are; 0 would read as "no offset".
 		nextUpdate: 500000000,
@@ -215,7 +217,7 @@ func (t *telegram) serve(w http.ResponseWriter, r *http.Request) {
 				s.Limited++
 			}
 		})
-		n := retryAfterSeconds(wait)
+		n := telegramtest.RetryAfter(wait)
 		writeAPIError(w, http.StatusTooManyRequests, fmt.Sprintf("Too Many Requests: retry after %d", n), n)
 		return
 	}
@@ -254,7 +256,7 @@ func (t *telegram) count(method string, f func(*methodStats)) {
 // limited decides whether a call is refused with 429: inside a burst window
 // (burst = true), or beyond Telegram's limits. A refused call is not performed.
 func (t *telegram) limited(method string, chat int64, fields map[string]string, now time.Time) (wait time.Duration, burst bool) {
-	if !countedMethods[method] {
+	if !telegramtest.Counted(method) {
 		return 0, false
 	}
 	t.mu.Lock()
@@ -266,14 +268,7 @@ func (t *telegram) limited(method string, chat int64, fields map[string]string, 
 	if !t.cfg.Limits {
 		return 0, false
 	}
-	n := 1
-	if method == "sendMediaGroup" {
-		var media []json.RawMessage
-		if json.Unmarshal([]byte(fields["media"]), &media) == nil && len(media) > 0 {
-			n = len(media)
-		}
-	}
-	return t.limiter.take(chat, n, now), false
+	return t.limiter.Take(chat, telegramtest.Messages(method, fields["media"]), now), false
 }
 
 // answer performs a call and returns its result, or an error status.

@@ -137,19 +137,7 @@ func TestRunPrivateChatToPhoto(t *testing.T) {
 func TestRunRefundsJobsInterruptedByACrash(t *testing.T) {
 	w := newWorld(t, "")
 	// A job left pending, as a crash would leave it.
-	db, err := bolt.Open(w.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger := core.NewLedger(db, core.Quotas{Location: time.UTC, DefaultDaily: 2})
-	_, _, err = ledger.Reserve(context.Background(), core.Job{
-		Key: "telegram:update:77", Account: core.AccountKey{Scope: "telegram:private", User: "telegram:42"},
-		User: core.User{Platform: core.PlatformTelegram, ID: "42"}, Units: 1, ReplyTo: "42:5", Lang: core.Chinese,
-	}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	w.seedJob(t, "telegram:update:77", "42", core.Chinese, nil)
 
 	_, stop := w.start(t)
 	w.tg.WaitText(t, 42, 10*time.Second, "中断", "退回")
@@ -169,23 +157,9 @@ func TestRunRefundsJobsInterruptedByACrash(t *testing.T) {
 // notice still owed, and the next start sends it.
 func TestRunSendsNoticesOwedByAnEarlierCrash(t *testing.T) {
 	w := newWorld(t, "")
-	db, err := bolt.Open(w.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger := core.NewLedger(db, core.Quotas{Location: time.UTC, DefaultDaily: 2})
-	ctx := context.Background()
-	_, _, err = ledger.Reserve(ctx, core.Job{
-		Key: "telegram:update:79", Account: core.AccountKey{Scope: "telegram:private", User: "telegram:43"},
-		User: core.User{Platform: core.PlatformTelegram, ID: "43"}, Units: 1, ReplyTo: "43:5", Lang: core.English,
-	}, time.Now())
-	if err == nil {
-		err = ledger.RefundOwingNotice(ctx, "telegram:update:79", core.CodeInterrupted, time.Now())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	w.seedJob(t, "telegram:update:79", "43", core.English, func(l *core.Ledger, key string) error {
+		return l.RefundOwingNotice(context.Background(), key, core.CodeInterrupted, time.Now())
+	})
 	_, stop := w.start(t)
 	if c := w.tg.WaitText(t, 43, 10*time.Second, "send your prompt again"); c.ReplyTo() != 5 {
 		t.Errorf("notice replies to %d", c.ReplyTo())
@@ -195,6 +169,29 @@ func TestRunSendsNoticesOwedByAnEarlierCrash(t *testing.T) {
 	}
 	if owed := w.owedNotices(t); len(owed) != 0 {
 		t.Fatalf("notices still owed: %v", owed)
+	}
+}
+
+// seedJob leaves in the (closed) database a job of private-chat user id,
+// replying to message 5, as a crash would leave it; then, when set, does
+// more to it.
+func (w *world) seedJob(t *testing.T, key, id string, lang core.Lang, then func(*core.Ledger, string) error) {
+	t.Helper()
+	db, err := bolt.Open(w.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ledger := core.NewLedger(db, core.Quotas{Location: time.UTC, DefaultDaily: 2})
+	_, _, err = ledger.Reserve(context.Background(), core.Job{
+		Key: key, Account: core.AccountKey{Scope: "telegram:private", User: "telegram:" + id},
+		User: core.User{Platform: core.PlatformTelegram, ID: id}, Units: 1, ReplyTo: id + ":5", Lang: lang,
+	}, time.Now())
+	if err == nil && then != nil {
+		err = then(ledger, key)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -217,23 +214,9 @@ func (w *world) owedNotices(t *testing.T) []core.Job {
 // "it may have arrived, and it is free", and the units come back.
 func TestRunRecoversAJobCutOffWhileDelivering(t *testing.T) {
 	w := newWorld(t, "")
-	db, err := bolt.Open(w.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger := core.NewLedger(db, core.Quotas{Location: time.UTC, DefaultDaily: 2})
-	ctx := context.Background()
-	_, _, err = ledger.Reserve(ctx, core.Job{
-		Key: "telegram:update:78", Account: core.AccountKey{Scope: "telegram:private", User: "telegram:42"},
-		User: core.User{Platform: core.PlatformTelegram, ID: "42"}, Units: 1, ReplyTo: "42:5", Lang: core.English,
-	}, time.Now())
-	if err == nil {
-		err = ledger.Delivering(ctx, "telegram:update:78", "42:6")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	w.seedJob(t, "telegram:update:78", "42", core.English, func(l *core.Ledger, key string) error {
+		return l.Delivering(context.Background(), key, "42:6")
+	})
 
 	_, stop := w.start(t)
 	edit := w.tg.WaitText(t, 42, 10*time.Second, "may have arrived", "free")

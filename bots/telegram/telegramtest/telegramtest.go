@@ -32,7 +32,6 @@ import (
 	"unicode/utf16"
 
 	"github.com/go-telegram/bot/models"
-	"golang.org/x/time/rate"
 )
 
 // DefaultToken is the token New expects unless WithToken says otherwise.
@@ -176,7 +175,7 @@ type Server struct {
 	handlers map[string]Handler
 	members  map[[2]int64]models.ChatMemberType
 	me       models.User
-	limits   *limiter // nil: no rate limits
+	limits   *Limits // nil: no rate limits
 }
 
 type pending struct {
@@ -191,75 +190,11 @@ type Option func(*Server)
 func WithToken(token string) Option { return func(s *Server) { s.Token = token } }
 
 // WithRateLimits makes the server enforce Telegram's published send limits
-// and answer 429 with retry_after beyond them, as Telegram does: about 30
-// messages a second overall, one a second in a chat (with a burst of two:
-// Telegram allows short bursts), 20 a minute in a group. Every send* and edit* call counts (an album once per picture
-// overall, once in its chat); deleteMessage, answerCallbackQuery and reads
-// do not. 20 ms of network jitter are forgiven.
+// (see Limits) and answer 429 with retry_after beyond them, as Telegram
+// does. Every send* and edit* call counts; 20 ms of network jitter are
+// forgiven.
 func WithRateLimits() Option {
-	return func(s *Server) {
-		s.limits = &limiter{global: rate.NewLimiter(30, 30), chats: map[int64]*rate.Limiter{}, groups: map[int64]*rate.Limiter{}}
-	}
-}
-
-type limiter struct {
-	mu            sync.Mutex
-	global        *rate.Limiter
-	chats, groups map[int64]*rate.Limiter
-	refused       int
-}
-
-const jitter = 20 * time.Millisecond
-
-// admit reports how long the caller must wait, 0 when the call may go.
-func (l *limiter) admit(c Call) time.Duration {
-	if !strings.HasPrefix(c.Method, "send") && !strings.HasPrefix(c.Method, "edit") {
-		return 0
-	}
-	n := 1
-	if c.Method == "sendMediaGroup" {
-		var media []json.RawMessage
-		if c.JSON("media", &media) == nil && len(media) > 0 {
-			n = len(media)
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	chat := c.ChatID()
-	buckets := []struct {
-		lim *rate.Limiter
-		n   int
-	}{{l.global, n}, {bucket(l.chats, chat, 1, 2), 1}}
-	if chat < 0 {
-		buckets = append(buckets, struct {
-			lim *rate.Limiter
-			n   int
-		}{bucket(l.groups, chat, 20.0/60, 20), 1})
-	}
-	now := time.Now().Add(jitter)
-	var wait time.Duration
-	for _, b := range buckets {
-		if missing := float64(b.n) - b.lim.TokensAt(now); missing > 0 {
-			wait = max(wait, time.Duration(missing/float64(b.lim.Limit())*float64(time.Second)))
-		}
-	}
-	if wait > 0 {
-		l.refused++
-		return wait
-	}
-	for _, b := range buckets {
-		b.lim.ReserveN(time.Now(), b.n)
-	}
-	return 0
-}
-
-func bucket(m map[int64]*rate.Limiter, chat int64, perSecond float64, burst int) *rate.Limiter {
-	l := m[chat]
-	if l == nil {
-		l = rate.NewLimiter(rate.Limit(perSecond), burst)
-		m[chat] = l
-	}
-	return l
+	return func(s *Server) { s.limits = NewLimits(30, 20*time.Millisecond) }
 }
 
 // TooManyRequests is how many calls the rate limits refused.
@@ -267,9 +202,7 @@ func (s *Server) TooManyRequests() int {
 	if s.limits == nil {
 		return 0
 	}
-	s.limits.mu.Lock()
-	defer s.limits.mu.Unlock()
-	return s.limits.refused
+	return s.limits.Refused()
 }
 
 // New starts a fake Bot API that is closed when the test ends.
@@ -660,9 +593,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			fail = f
 		}
 	}
-	if fail == nil && s.limits != nil {
-		if wait := s.limits.admit(call); wait > 0 {
-			secs := int((wait + time.Second - 1) / time.Second)
+	if fail == nil && s.limits != nil && Counted(method) {
+		if wait := s.limits.Take(call.ChatID(), Messages(method, call.Fields["media"]), time.Now()); wait > 0 {
+			secs := RetryAfter(wait)
 			fail = &Failure{Status: http.StatusTooManyRequests, Description: fmt.Sprintf("Too Many Requests: retry after %d", secs), RetryAfter: secs}
 		}
 	}
