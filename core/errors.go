@@ -40,6 +40,7 @@ const (
 	CodeDeliveryFailed   Code = "delivery_failed"
 	CodeInterrupted      Code = "interrupted"          // the bot stopped while the job ran
 	CodeDeliveryCut      Code = "delivery_interrupted" // the bot stopped while sending the result: it may have arrived
+	CodeCancelled        Code = "cancelled"            // the requester or a moderator cancelled it
 
 	// Moderator operations.
 	CodeForbidden       Code = "forbidden"

@@ -86,6 +86,8 @@ func Message(err error, lang Lang) string {
 	case CodeInterrupted:
 		return lang.Pick("The bot stopped while making your image. Please send your prompt again; your quota was refunded.",
 			"机器人在生成图片时中断了，请重新发送提示词；你的额度已退回。")
+	case CodeCancelled:
+		return lang.Pick("Cancelled. Your quota was refunded.", "已取消，额度已退回。")
 	case CodeDeliveryCut:
 		return lang.Pick("The bot restarted while sending your picture, so it may have arrived just above. Either way it's free: your quota was refunded, no need to ask again.",
 			"机器人在发送图片时重启了，图片可能已经在上方送达。无论如何本次免费：额度已退回，无需重新发送。")

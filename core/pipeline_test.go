@@ -758,3 +758,79 @@ func BenchmarkQueuedJobMemory(b *testing.B) {
 		wg.Wait()
 	}
 }
+
+func TestCancel(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) { c.Concurrency = 1 })
+	started := make(chan struct{}, 4)
+	e.gen.fn = func(ctx context.Context, _ core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	submit := func(key string, u core.User) chan error {
+		ch := make(chan error, 1)
+		if err := e.svc.Submit(context.Background(), req(key, u, "x"), &fakeReporter{}, func(_ core.Receipt, err error) { ch <- err }); err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}
+	running := submit("running", alice)
+	<-started
+	queued := submit("queued", bob)
+	mallory := core.Actor{User: core.User{Platform: core.PlatformTelegram, ID: "66"}}
+	if err := e.svc.Cancel(context.Background(), mallory, "queued"); core.ErrorCode(err) != core.CodeForbidden {
+		t.Fatalf("a stranger's cancel: %v", err)
+	}
+	// The requester cancels the queued job; a moderator the running one.
+	if err := e.svc.Cancel(context.Background(), core.Actor{User: bob}, "queued"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-queued; core.ErrorCode(err) != core.CodeCancelled {
+		t.Fatalf("queued job ended with %v", err)
+	}
+	mod := core.Actor{User: mallory.User, Role: core.RoleModerator}
+	if err := e.svc.Cancel(context.Background(), mod, "running"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-running; core.ErrorCode(err) != core.CodeCancelled {
+		t.Fatalf("running job ended with %v", err)
+	}
+	for _, k := range []string{"queued", "running"} {
+		if j := e.job(t, k); j.State != core.JobRefunded || j.Outcome != core.CodeCancelled {
+			t.Errorf("%s: %s / %s, want refunded as cancelled", k, j.State, j.Outcome)
+		}
+	}
+	if a, b := e.remaining(t, alice), e.remaining(t, bob); a != 5 || b != 5 {
+		t.Errorf("remaining %d and %d, want 5 and 5 (refunded)", a, b)
+	}
+	if err := e.svc.Cancel(context.Background(), core.Actor{User: bob}, "queued"); core.ErrorCode(err) != core.CodeNotFound {
+		t.Fatalf("cancelling an ended job: %v", err)
+	}
+}
+
+// TestCancelTooLateOnceDelivering: a picture being sent is not taken back.
+func TestCancelTooLateOnceDelivering(t *testing.T) {
+	e := newEnv(t, nil)
+	inDelivery := make(chan struct{})
+	finish := make(chan struct{})
+	rep := &fakeReporter{deliver: func(ctx context.Context, d core.Delivery) error {
+		close(inDelivery)
+		<-finish
+		return nil
+	}}
+	ch := make(chan error, 1)
+	if err := e.svc.Submit(context.Background(), req("late", alice, "x"), rep, func(_ core.Receipt, err error) { ch <- err }); err != nil {
+		t.Fatal(err)
+	}
+	<-inDelivery
+	if err := e.svc.Cancel(context.Background(), core.Actor{User: alice}, "late"); core.ErrorCode(err) != core.CodeConflict {
+		t.Fatalf("cancel during delivery: %v", err)
+	}
+	close(finish)
+	if err := <-ch; err != nil {
+		t.Fatal(err)
+	}
+	if j := e.job(t, "late"); j.State != core.JobCommitted {
+		t.Fatalf("state %s", j.State)
+	}
+}

@@ -92,6 +92,7 @@ type Service struct {
 	mu       sync.Mutex
 	stopping bool
 	perUser  map[string]int
+	active   map[string]*activeJob // reserved jobs not settled yet, by key
 	inflight int
 	jobs     sync.WaitGroup
 
@@ -124,6 +125,7 @@ func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Servic
 		now:     time.Now,
 		limiter: newKeyedLimiter(cfg.Rate, cfg.Burst),
 		perUser: map[string]int{},
+		active:  map[string]*activeJob{},
 		notes:   map[string]string{},
 	}
 	for _, m := range cfg.Models {
@@ -308,19 +310,85 @@ func (s *Service) Submit(ctx context.Context, req Request, rep Reporter, done fu
 	}
 	log.Info("job reserved", "model", model.Name, "units", job.Units)
 
-	jctx, cancel := context.WithTimeout(ctx, s.cfg.JobTimeout)
+	cctx, cancelCause := context.WithCancelCause(ctx)
+	jctx, cancel := context.WithTimeout(cctx, s.cfg.JobTimeout)
 	stopHard := context.AfterFunc(s.hardStop, cancel)
+	s.track(job, cancelCause)
 	s.sched.submit(jctx, userKey, req.Seq, func(pos int) {
 		rep.Progress(Progress{Stage: StageQueued, Position: pos})
 	}, func(release func(), err error) {
 		r, err := s.run(jctx, release, err, job, model, prompt, req, rep, log, now)
+		s.untrack(job.Key)
 		stopHard()
 		cancel()
+		cancelCause(nil)
 		// Settled in the ledger: Shutdown need not wait for the adapter
 		// telling the user (the adapter's own Wait does).
 		s.leave(userKey)
 		done(r, err)
 	})
+	return nil
+}
+
+// activeJob is a reserved job that can still be cancelled.
+type activeJob struct {
+	owner      string // User.Key()
+	scope      string
+	cancel     context.CancelCauseFunc
+	delivering bool // too late to cancel: the picture is being sent
+}
+
+// errCancelled is the cause of a job's context when Cancel ended it.
+var errCancelled = errors.New("core: cancelled")
+
+func (s *Service) track(j Job, cancel context.CancelCauseFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active[j.Key] = &activeJob{owner: j.Account.User, scope: j.Account.Scope, cancel: cancel}
+}
+
+func (s *Service) untrack(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.active, key)
+}
+
+// delivering marks a job as past cancelling; false when it was cancelled
+// meanwhile.
+func (s *Service) delivering(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.active[key]
+	if a == nil {
+		return true
+	}
+	if a.cancel == nil {
+		return false
+	}
+	a.delivering = true
+	return true
+}
+
+// Cancel ends a queued or generating job, which is refunded
+// (CodeCancelled) and reported to its adapter like any failure. Its
+// requester may cancel it, and moderators of its scope (the adapter
+// resolves actor's role there). CodeNotFound when the job has ended (or
+// never was), CodeConflict once its picture is being sent.
+func (s *Service) Cancel(_ context.Context, actor Actor, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.active[key]
+	switch {
+	case a == nil || a.cancel == nil:
+		return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s to cancel", key)}
+	case actor.User.Key() != a.owner && actor.Role < RoleModerator:
+		return &Error{Code: CodeForbidden, Err: fmt.Errorf("core: %s may not cancel %s's job %s", actor.User.Key(), a.owner, key)}
+	case a.delivering:
+		return &Error{Code: CodeConflict, Err: fmt.Errorf("core: job %s is being delivered", key)}
+	}
+	a.cancel(errCancelled)
+	a.cancel = nil // once
+	s.log.Info("job cancelled", "job", key, "by", actor.User.Key(), "role", actor.Role)
 	return nil
 }
 
@@ -428,6 +496,9 @@ func (s *Service) deliver(ctx context.Context, job Job, model Model, req Request
 	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DeliveryTimeout)
 	defer dcancel()
 	defer context.AfterFunc(s.hardStop, dcancel)()
+	if !s.delivering(job.Key) {
+		return Balance{}, &Error{Code: CodeCancelled, Err: errCancelled}
+	}
 	// Durable before the first byte is sent: a crash from here on may
 	// leave the picture with the user, and recovery must not ask for it again.
 	if err := s.ledger.Delivering(dctx, job.Key, s.takeNote(job.Key)); err != nil {
@@ -502,7 +573,9 @@ func (s *Service) generate(ctx context.Context, model Model, prompt string, job 
 // fail refunds job and returns err classified, with upstream text cleaned.
 func (s *Service) fail(ctx context.Context, log *slog.Logger, job Job, err error) error {
 	e := AsError(err)
-	if e.Code == CodeInterrupted && s.hardStop.Err() != nil {
+	if errors.Is(context.Cause(ctx), errCancelled) {
+		e = &Error{Code: CodeCancelled, Err: err}
+	} else if e.Code == CodeInterrupted && s.hardStop.Err() != nil {
 		// Cancelled by Shutdown rather than by the caller.
 		e = &Error{Code: CodeShuttingDown, Err: err}
 	}
