@@ -188,6 +188,18 @@ func (c *Client) Generate(ctx context.Context, req core.GenRequest, progress fun
 	}
 	start := time.Now()
 	res, e := c.complete(ctx, log, body, req.Model.Stream, progress)
+	if e != nil && e.Code == core.CodeLostInRelay && req.Model.Stream && ctx.Err() == nil {
+		// Relays such as one-api drop long data-URI lines and error chunks
+		// from streams but deliver the same answer whole without streaming:
+		// ask once more that way, within the same budget.
+		log.Warn("upstream: the stream ended without an image; asking again without streaming", "err", e.Err)
+		plain := req
+		plain.Model.Stream = false
+		if body, err = c.requestBody(plain); err != nil {
+			return nil, core.Errorf(core.CodeInternal, "upstream: encode request: %v", err)
+		}
+		res, e = c.complete(ctx, log.With("stream", false), body, false, progress)
+	}
 	if e != nil {
 		log.Info("upstream: generation failed", "code", e.Code, "err", e.Err, "elapsed", time.Since(start))
 		return nil, e
@@ -311,10 +323,22 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, body []byte, str
 	} else {
 		hreq.Header.Set("Accept", "application/json")
 	}
+	// Relays can stall a stream forever while keeping the connection; the
+	// job deadline is minutes away, so a stream has a deadline of its own,
+	// from the request on: a gateway that never sends its headers is idle too.
+	var idled atomic.Bool
+	var idle *time.Timer
+	if stream {
+		idle = time.AfterFunc(c.cfg.StreamIdleTimeout, func() { idled.Store(true); cancel() })
+		defer idle.Stop()
+	}
 	resp, err := c.hc.Do(hreq)
 	if err != nil {
 		if ce := ctxError(ctx); ce != nil {
 			return result{}, ce, false
+		}
+		if idled.Load() {
+			return result{}, core.Errorf(core.CodeTimeout, "upstream: no response headers within %s (upstream.stream_idle_timeout)", c.cfg.StreamIdleTimeout), true
 		}
 		return result{}, core.Errorf(core.CodeUpstreamFailed, "upstream: %v", err), true
 	}
@@ -323,20 +347,21 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, body []byte, str
 	status := resp.StatusCode
 	asStream := status/100 == 2 && (isMedia(resp.Header, "text/event-stream") || stream && !isMedia(resp.Header, "application/json"))
 	var rd io.Reader = resp.Body
-	var idled atomic.Bool
-	if stream || asStream {
-		// Relays can stall a stream forever while keeping the connection;
-		// the job deadline is minutes away, so a stream has its own.
-		t := time.AfterFunc(c.cfg.StreamIdleTimeout, func() { idled.Store(true); cancel() })
-		defer t.Stop()
-		rd = &idleReader{r: rd, reset: t.Reset, d: c.cfg.StreamIdleTimeout}
+	if asStream && idle == nil {
+		// Streamed although not asked for: idle deadline from here.
+		idle = time.AfterFunc(c.cfg.StreamIdleTimeout, func() { idled.Store(true); cancel() })
+		defer idle.Stop()
+	}
+	if idle != nil {
+		idle.Reset(c.cfg.StreamIdleTimeout)
+		rd = &idleReader{r: rd, reset: idle.Reset, d: c.cfg.StreamIdleTimeout}
 	}
 	readFailed := func(err error) (*core.Error, bool) {
 		if ce := ctxError(ctx); ce != nil {
 			return ce, false
 		}
 		if idled.Load() {
-			return core.Errorf(core.CodeTimeout, "upstream: HTTP %d: nothing received for %s", status, c.cfg.StreamIdleTimeout), false
+			return core.Errorf(core.CodeTimeout, "upstream: HTTP %d: nothing received for %s (upstream.stream_idle_timeout)", status, c.cfg.StreamIdleTimeout), false
 		}
 		return core.Errorf(core.CodeUpstreamFailed, "upstream: HTTP %d: read: %v", status, err), true
 	}
@@ -405,33 +430,49 @@ func (c *Client) parseCompletion(status int, raw []byte) (result, *core.Error, b
 	return c.outcome(acc.finish())
 }
 
-// outcome judges a complete answer: images, a refusal, or nothing.
+// outcome judges a complete answer: images, a refusal, or nothing. An
+// answer with no text but progress lines or reasoning is no refusal: the
+// image line was lost on the way (one-api drops streamed lines over 64 KiB
+// after it relayed the "图像生成中…" before them). A refusal is shown without
+// the progress lines that came before it.
 func (c *Client) outcome(res result) (result, *core.Error, bool) {
 	if len(res.refs) > 0 {
 		return res, nil, false
 	}
-	if onlyProgress(res.text) {
-		// "图像生成中，请稍候..." and then nothing: the image line was lost
-		// (one-api drops streamed lines over 64 KiB). Not a refusal.
+	switch text := withoutProgress(res.text); {
+	case strings.TrimSpace(res.text) == "":
+		return res, core.Errorf(core.CodeLostInRelay, "upstream: the answer was empty"), false
+	case res.reasoningOnly || strings.TrimSpace(text) == "":
 		return res, core.Errorf(core.CodeLostInRelay, "upstream: the answer held no image, only progress text: %s", c.excerpt([]byte(res.text))), false
+	default:
+		return res, c.refusal(text, "no image in the answer"), false
 	}
-	return res, c.refusal(res.text, "no image in the answer"), false
 }
 
-// progressLineRe matches the waiting messages gateways print before the image.
-var progressLineRe = regexp.MustCompile(`(?i)^[\s>*_#⏳⌛🎨🖌️✅…\.。，,:：!！-]*(` +
-	`图[像片]?生成中|正在生成|生成中|请稍[候等]|排队中?|进度|处理中|任务已提交|` +
-	`generating|in progress|progress|queued|waiting|processing|please wait|` +
+// progressLineRe matches the waiting messages gateways print before the
+// image ("✨ 图片生成任务已启动", "正在放大图片到 2K...", "> 生成中... 25%").
+var progressLineRe = regexp.MustCompile(`(?i)^[\s>*_#⏳⌛🎨🖌️✅✨🚀⚡🔄…\.。，,:：!！-]*(` +
+	`图[像片]?生成|正在|生成中|请稍[候等]|排队中?|进度|处理中|任务已(提交|启动|开始)|` +
+	`generating|in progress|progress|queued|waiting|processing|please wait|upscal|starting|started|` +
 	`\d{1,3}(\.\d+)?\s*%)`)
 
-// onlyProgress reports whether text is empty or made only of progress lines.
-func onlyProgress(text string) bool {
+// failureLineRe keeps a line that starts like progress but says it failed
+// ("图片生成失败：…") a refusal.
+var failureLineRe = regexp.MustCompile(`(?i)失败|抱歉|无法|不能|拒绝|违规|违反|敏感|sorry|cannot|can't|unable|refus|violat|policy|fail`)
+
+func isProgressLine(line string) bool {
+	return progressLineRe.MatchString(line) && !failureLineRe.MatchString(line)
+}
+
+// withoutProgress is text without its progress lines.
+func withoutProgress(text string) string {
+	var b strings.Builder
 	for line := range strings.Lines(text) {
-		if line = strings.TrimSpace(line); line != "" && !progressLineRe.MatchString(line) {
-			return false
+		if t := strings.TrimSpace(line); t != "" && !isProgressLine(t) {
+			b.WriteString(line)
 		}
 	}
-	return true
+	return strings.TrimSpace(b.String())
 }
 
 func (c *Client) refusal(text, why string) *core.Error {

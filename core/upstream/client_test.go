@@ -464,7 +464,10 @@ func TestGenerateErrors(t *testing.T) {
 		{name: "error inside a 200: upstream failure is retried", replies: repeat(3, upstreamtest.JSON(200, upstreamtest.ErrorBody("bad_response_status_code", "bad response status code 500"))), wantCode: core.CodeUpstreamFailed, wantCalls: 3},
 		{name: "error mid-stream", stream: true, replies: repeat(3, upstreamtest.Stream(upstreamtest.Chunk("生成中..."), upstreamtest.ErrorBody("", "当前分组上游负载已饱和，请稍后再试"))), wantCode: core.CodeOverloaded, wantCalls: 3},
 		{name: "model_not_found mid-stream", stream: true, replies: []upstreamtest.Reply{upstreamtest.Stream(upstreamtest.ErrorBody("model_not_found", "无可用渠道"))}, wantCode: core.CodeModelUnavailable, wantCalls: 1},
-		{name: "only progress text is lost in the relay", stream: true, replies: []upstreamtest.Reply{upstreamtest.Stream(upstreamtest.Chunk("图像生成中，请稍候...\n"), upstreamtest.Chunk("进度 42%\n"))}, wantCode: core.CodeLostInRelay, wantCalls: 1},
+		// A streamed relay loss is asked again without streaming (which here
+		// is lost too).
+		{name: "only progress text is lost in the relay", stream: true, replies: []upstreamtest.Reply{upstreamtest.Stream(upstreamtest.Chunk("图像生成中，请稍候...\n"), upstreamtest.Chunk("进度 42%\n")),
+			upstreamtest.JSON(200, upstreamtest.Completion("图像生成中，请稍候..."))}, wantCode: core.CodeLostInRelay, wantCalls: 2},
 		{name: "only progress text, not streamed", replies: []upstreamtest.Reply{upstreamtest.JSON(200, upstreamtest.Completion("⏳ Generating, please wait..."))}, wantCode: core.CodeLostInRelay, wantCalls: 1},
 		{name: "refusal", replies: []upstreamtest.Reply{upstreamtest.JSON(200, upstreamtest.Completion("抱歉，您的提示词包含敏感内容，无法生成。"))}, wantCode: core.CodeRefused, wantCalls: 1,
 			check: func(t *testing.T, e *core.Error) {
@@ -485,7 +488,21 @@ func TestGenerateErrors(t *testing.T) {
 				}
 			}},
 		{name: "empty content", replies: []upstreamtest.Reply{upstreamtest.JSON(200, upstreamtest.Completion(""))}, wantCode: core.CodeLostInRelay, wantCalls: 1},
-		{name: "empty stream", stream: true, replies: []upstreamtest.Reply{upstreamtest.Stream(upstreamtest.Chunk(""))}, wantCode: core.CodeLostInRelay, wantCalls: 1},
+		{name: "empty stream", stream: true, replies: []upstreamtest.Reply{upstreamtest.Stream(upstreamtest.Chunk("")), upstreamtest.JSON(200, upstreamtest.Completion(""))}, wantCode: core.CodeLostInRelay, wantCalls: 2},
+		{name: "only reasoning is lost in the relay", stream: true, replies: []upstreamtest.Reply{
+			upstreamtest.Stream(upstreamtest.ReasoningChunk("✨ 图片生成任务已启动\n"), upstreamtest.ReasoningChunk("正在生成图片...\n"), upstreamtest.ReasoningChunk("正在放大图片到 2K...\n")),
+			upstreamtest.JSON(200, upstreamtest.Completion(""))}, wantCode: core.CodeLostInRelay, wantCalls: 2},
+		{name: "progress lines are not part of a refusal", stream: true, replies: []upstreamtest.Reply{upstreamtest.Stream(
+			upstreamtest.Chunk("> 生成中... 25%\n"), upstreamtest.Chunk("> 生成中... 100%\n"), upstreamtest.Chunk("抱歉，包含敏感内容"))}, wantCode: core.CodeRefused, wantCalls: 1,
+			check: func(t *testing.T, e *core.Error) {
+				if e.Detail != "抱歉，包含敏感内容" {
+					t.Errorf("Detail = %q, want the refusal alone", e.Detail)
+				}
+			}},
+		{name: "a failure worded like progress is a refusal", replies: []upstreamtest.Reply{upstreamtest.JSON(200, upstreamtest.Completion("图片生成失败：提示词包含敏感内容"))}, wantCode: core.CodeRefused, wantCalls: 1},
+		{name: "401 token quota used up is the balance", replies: []upstreamtest.Reply{upstreamtest.Status(401, upstreamtest.ErrorBody("", "该令牌额度已用尽 (request id: 2024112416405184547498)"), nil)}, wantCode: core.CodeUpstreamBalance, wantCalls: 1},
+		{name: "401 new-api token quota", replies: []upstreamtest.Reply{upstreamtest.Status(401, upstreamtest.ErrorBody("", "token quota is not enough, token remain quota: ＄0.000000"), nil)}, wantCode: core.CodeUpstreamBalance, wantCalls: 1},
+		{name: "401 expired token is the key", replies: []upstreamtest.Reply{upstreamtest.Status(401, upstreamtest.ErrorBody("", "该令牌已过期"), nil)}, wantCode: core.CodeUpstreamAuth, wantCalls: 1},
 		{name: "stream of junk", stream: true, replies: []upstreamtest.Reply{upstreamtest.Stream("ping", "{not json")}, wantCode: core.CodeBadResponse, wantCalls: 1},
 		{name: "redirect", replies: []upstreamtest.Reply{func(w http.ResponseWriter, r *upstreamtest.Request) {
 			http.Redirect(w, r.HTTP, "https://api.example.com/v1/chat/completions", http.StatusMovedPermanently)
@@ -976,3 +993,52 @@ func sorted(s []string) []string {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// TestStreamedRelayLossRetriedWithoutStreaming is the relay case: with
+// stream: true the gateway answers only reasoning and [DONE] (one-api
+// dropped the image line); without streaming the same request gets the
+// image. The job succeeds after exactly one plain retry.
+func TestStreamedRelayLossRetriedWithoutStreaming(t *testing.T) {
+	e := newEnv(t, upstream.Config{Retries: -1})
+	img := e.gw.ImageURL("after-relay.png")
+	e.gw.Handle(func(w http.ResponseWriter, r *upstreamtest.Request) {
+		if r.Stream {
+			upstreamtest.Stream(upstreamtest.ReasoningChunk("✨ 图片生成任务已启动\n"), upstreamtest.ReasoningChunk("正在生成图片...\n"))(w, r)
+			return
+		}
+		upstreamtest.JSON(200, upstreamtest.Completion("![done]("+img+")"))(w, r)
+	})
+	imgs, err, _ := e.generate(t, request(true))
+	if err != nil {
+		t.Fatalf("Generate: %v", err)
+	}
+	if len(imgs) != 1 || imgs[0].Source != img {
+		t.Fatalf("images %+v", imgs)
+	}
+	reqs := e.gw.Requests()
+	if len(reqs) != 2 || !reqs[0].Stream || reqs[1].Stream {
+		t.Fatalf("gateway saw %d requests (stream %v), want a streamed one then a plain one", len(reqs), streams(reqs))
+	}
+	if _, ok := reqs[1].Fields["stream"]; ok {
+		t.Errorf("the plain retry still sends a stream field: %s", reqs[1].Body)
+	}
+}
+
+func streams(reqs []upstreamtest.Request) []bool {
+	var out []bool
+	for _, r := range reqs {
+		out = append(out, r.Stream)
+	}
+	return out
+}
+
+// TestStreamIdleBoundsTheWaitForHeaders: a gateway that never answers holds
+// a streamed job for stream_idle_timeout, not for the whole job budget.
+func TestStreamIdleBoundsTheWaitForHeaders(t *testing.T) {
+	e := newEnv(t, upstream.Config{Retries: -1, Timeout: time.Hour, StreamIdleTimeout: 50 * time.Millisecond})
+	e.gw.Push(upstreamtest.Hang())
+	_, err, _ := e.generate(t, request(true))
+	if err == nil || err.Code != core.CodeTimeout || !strings.Contains(err.Err.Error(), "stream_idle_timeout") {
+		t.Fatalf("err = %v, want a timeout naming upstream.stream_idle_timeout", err)
+	}
+}

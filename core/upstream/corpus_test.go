@@ -106,7 +106,9 @@ func TestCorpus(t *testing.T) {
 			e := newEnv(t, upstream.Config{Retries: -1})
 			switch status := max(want.status, 200); {
 			case stream:
-				e.gw.Push(upstreamtest.SSE(string(body)))
+				// A relay loss is asked again without streaming: answer that
+				// with nothing either.
+				e.gw.Push(upstreamtest.SSE(string(body)), upstreamtest.JSON(200, upstreamtest.Completion("")))
 			default:
 				e.gw.Push(upstreamtest.Status(status, string(body), nil))
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -194,6 +195,10 @@ var refusalCodes = map[string]bool{
 	"content_filter":           true,
 }
 
+// tokenQuotaRe matches the relays' messages for an account or token without
+// quota left (one-api, new-api and their resellers, in both languages).
+var tokenQuotaRe = regexp.MustCompile(`额度|余额|quota|insufficient balance|credit`)
+
 // classify maps a status and the gateway's error to a Code. It looks at the
 // HTTP status, error.code and a few well-known messages, never at error.type.
 // status is 200 for errors inside a 200 body or a stream.
@@ -202,8 +207,9 @@ func classify(status int, e apiError, malformed bool) core.Code {
 	switch {
 	case e.Code == "insufficient_user_quota" || e.Code == "insufficient_quota",
 		status == http.StatusPaymentRequired,
-		status == http.StatusForbidden &&
-			(strings.Contains(msg, "quota") || strings.Contains(msg, "额度") || strings.Contains(msg, "余额")):
+		(status == http.StatusForbidden || status == http.StatusUnauthorized) && tokenQuotaRe.MatchString(msg):
+		// one-api answers 401 "该令牌额度已用尽" when the bot's own token ran
+		// dry: a balance to top up, not a key to fix.
 		return core.CodeUpstreamBalance
 	case e.Code == "model_not_found" || strings.Contains(msg, "无可用渠道") || strings.Contains(msg, "no available channel"):
 		return core.CodeModelUnavailable
@@ -318,6 +324,9 @@ type result struct {
 	refs []string
 	weak bool   // refs are links that do not look like images (the fallback)
 	text string // the message text (refusal, progress), raw
+	// reasoningOnly: text is the reasoning (progress) of an answer whose
+	// content was empty.
+	reasoningOnly bool
 }
 
 // finish joins the choices in index order and picks the image references.
@@ -349,7 +358,7 @@ func (a *accumulator) finish() result {
 	case len(refusals) > 0:
 		res.text = strings.Join(refusals, "\n\n")
 	default:
-		res.text = a.reasoning.String()
+		res.text, res.reasoningOnly = a.reasoning.String(), a.reasoning.Len() > 0
 	}
 	return res
 }
