@@ -131,9 +131,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// loadConfig loads and validates the configuration, warning on stderr.
-func loadConfig(e env, path string) (*Config, error) {
-	return LoadConfig(path, e.getenv, func(w string) { fmt.Fprintln(e.stderr, "warning:", w) })
+// loadConfig loads and validates the configuration, warning on stderr;
+// checks add the command's own requirements to the same list of problems.
+func loadConfig(e env, path string, checks ...func(*Config) []string) (*Config, error) {
+	return LoadConfig(path, e.getenv, func(w string) { fmt.Fprintln(e.stderr, "warning:", w) }, checks...)
 }
 
 // newLogger builds the process logger from the log section.

@@ -135,6 +135,31 @@ func TestQuotaAndBackupCommands(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "ledger.db")
 	env := map[string]string{"IMAGINEBOT_DB": db}
+	// A path that does not exist is an error, and nothing is created there.
+	if code, _, errOut := runCLI(t, env, "quota", "show", "telegram:group:-100", "42"); code != 1 || !strings.Contains(errOut, "storage.path (nothing was created)") {
+		t.Fatalf("missing database: %d %s", code, errOut)
+	}
+	if _, err := os.Stat(db); err == nil {
+		t.Fatal("the quota command created a database")
+	}
+	created, err := bolt.Open(db) // as the bot leaves it
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Close()
+	// Typos in scopes and users are refused with the accepted forms.
+	for _, args := range [][]string{
+		{"show", "telegram:privat", "42"},
+		{"show", "telegram:group:abc", "42"},
+		{"grant", "telegram:group:-100", "bob", "1"},
+		{"set-daily", "discord:guild", "5"},
+		{"audit", "telegrm:private"},
+	} {
+		code, _, errOut := runCLI(t, env, append([]string{"quota"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, "use telegram:") {
+			t.Errorf("quota %v: exit %d: %s", args, code, errOut)
+		}
+	}
 	steps := []struct {
 		args []string
 		want []string

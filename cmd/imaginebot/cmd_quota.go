@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -26,8 +27,9 @@ const quotaUsage = `quota [-config FILE] [-db PATH] SUBCOMMAND ARGS
   history   SCOPE USER [N]       the user's last N jobs (default 20)
   audit     [SCOPE] [N]          the last N moderator actions (default 20; all scopes without SCOPE)
 
-SCOPE is telegram:private or telegram:group:<chat id>; USER is telegram:<user id>
-(a bare number means telegram:<number>). The bot must be stopped: the database
+SCOPE is telegram:private, telegram:group:<chat id>, discord:guild:<server id> or
+discord:dm; USER is telegram:<user id> or discord:<user id> (a bare number takes the
+scope's platform). The bot must be stopped: the database
 allows one process at a time. Every change is written to the audit log as "cli".`
 
 // cmdQuota runs moderator operations on the database file through the same
@@ -75,6 +77,11 @@ func withAdmin(ctx context.Context, e env, cfgPath, dbPath string, fn func(*core
 	if dbPath == "" {
 		dbPath = cfg.Storage.Path
 	}
+	// Opening a missing path would create an empty ledger and answer with
+	// default balances: a typo must be an error.
+	if _, err := os.Stat(dbPath); err != nil {
+		return fmt.Errorf("database %s: %w; give -db the bot's storage.path (nothing was created)", dbPath, err)
+	}
 	log := newLogger(e.stderr, LogConfig{Level: "warn", Format: cfg.Log.Format})
 	db, err := bolt.Open(dbPath, bolt.WithLogger(log))
 	if err != nil {
@@ -102,8 +109,15 @@ func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args
 		}
 		return &usageError{msg: fmt.Sprintf("%s: wrong number of arguments", sub)}
 	}
-	account := func() core.AccountKey {
-		return core.AccountKey{Scope: args[0], User: userKey(args[0], args[1])}
+	account := func() (core.AccountKey, error) {
+		k := core.AccountKey{Scope: args[0], User: userKey(args[0], args[1])}
+		if err := checkScope(k.Scope); err != nil {
+			return k, &usageError{msg: err.Error()}
+		}
+		if err := checkUserKey(k.User); err != nil {
+			return k, &usageError{msg: err.Error()}
+		}
+		return k, nil
 	}
 	show := func(v core.AccountView, err error) error {
 		if err != nil {
@@ -112,12 +126,22 @@ func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args
 		printAccount(w, v)
 		return nil
 	}
+	// Every subcommand naming an account checks it before anything runs.
+	var k core.AccountKey
+	switch {
+	case sub == "set-daily" && len(args) == 2, sub == "audit":
+	case len(args) >= 2:
+		var err error
+		if k, err = account(); err != nil {
+			return err
+		}
+	}
 	switch sub {
 	case "show":
 		if err := need(2); err != nil {
 			return err
 		}
-		return show(svc.Show(ctx, actor, account()))
+		return show(svc.Show(ctx, actor, k))
 	case "set-daily":
 		if err := need(2, 3); err != nil {
 			return err
@@ -127,6 +151,9 @@ func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args
 			return err
 		}
 		if len(args) == 2 {
+			if err := checkScope(args[0]); err != nil {
+				return &usageError{msg: err.Error()}
+			}
 			eff, err := svc.SetScopeDaily(ctx, actor, args[0], daily)
 			if err != nil {
 				return adminError(err)
@@ -134,7 +161,7 @@ func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args
 			fmt.Fprintf(w, "daily allowance in %s is now %d\n", args[0], eff)
 			return nil
 		}
-		return show(svc.SetDaily(ctx, actor, account(), daily))
+		return show(svc.SetDaily(ctx, actor, k, daily))
 	case "grant", "revoke":
 		if err := need(3); err != nil {
 			return err
@@ -144,24 +171,24 @@ func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args
 			return &usageError{msg: fmt.Sprintf("%s: %q is not a number", sub, args[2])}
 		}
 		if sub == "grant" {
-			return show(svc.Grant(ctx, actor, account(), n))
+			return show(svc.Grant(ctx, actor, k, n))
 		}
-		return show(svc.Revoke(ctx, actor, account(), n))
+		return show(svc.Revoke(ctx, actor, k, n))
 	case "reset":
 		if err := need(2); err != nil {
 			return err
 		}
-		return show(svc.ResetToday(ctx, actor, account()))
+		return show(svc.ResetToday(ctx, actor, k))
 	case "ban":
 		if err := need(2); err != nil {
 			return err
 		}
-		return show(svc.Ban(ctx, actor, account()))
+		return show(svc.Ban(ctx, actor, k))
 	case "unban":
 		if err := need(2); err != nil {
 			return err
 		}
-		return show(svc.Unban(ctx, actor, account()))
+		return show(svc.Unban(ctx, actor, k))
 	case "history":
 		if err := need(2, 3); err != nil {
 			return err
@@ -170,7 +197,7 @@ func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args
 		if err != nil {
 			return err
 		}
-		jobs, err := svc.History(ctx, actor, account(), n)
+		jobs, err := svc.History(ctx, actor, k, n)
 		if err != nil {
 			return adminError(err)
 		}
@@ -184,6 +211,8 @@ func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args
 		for _, a := range args {
 			if v, err := strconv.Atoi(a); err == nil {
 				n = v
+			} else if err := checkScope(a); err != nil {
+				return &usageError{msg: err.Error()}
 			} else {
 				scope = a
 			}

@@ -25,12 +25,9 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(e, *cfgPath)
+	cfg, err := loadConfig(e, *cfgPath, (*Config).validateRun)
 	if err != nil {
 		return err
-	}
-	if p := cfg.validateRun(); len(p) > 0 {
-		return &ConfigError{Problems: p}
 	}
 	return run(ctx, cfg, newLogger(e.stderr, cfg.Log), nil)
 }
@@ -106,7 +103,10 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 		if cfg.Telegram.Webhook.URL != "" {
 			mux.Handle(cfg.Telegram.Webhook.Path, tg.WebhookHandler())
 		}
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		// Webhook updates and interactions are small: a client that dawdles
+		// over one, or idles on a kept-alive connection, is cut off.
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http: %w", err)

@@ -64,6 +64,9 @@ type LimitsConfig struct {
 	QueueCap       *int          `yaml:"queue_cap"`
 	MaxPromptChars int           `yaml:"max_prompt_chars"`
 	JobTimeout     time.Duration `yaml:"job_timeout"`
+	// jobTimeoutDerived: job_timeout was not set and follows
+	// upstream.timeout, whose own check covers it.
+	jobTimeoutDerived bool
 }
 
 type QuotasConfig struct {
@@ -150,7 +153,10 @@ func plural(n int, word string) string {
 // LoadConfig reads path ("" = no file: defaults and environment only),
 // applies the environment and defaults, and validates the result. warn gets
 // non-fatal remarks (a world-readable file).
-func LoadConfig(path string, getenv func(string) string, warn func(string)) (*Config, error) {
+//
+// checks run after validation and add their problems to the same list
+// (cmdRun's needs of a runnable bot), so every problem is reported at once.
+func LoadConfig(path string, getenv func(string) string, warn func(string), checks ...func(*Config) []string) (*Config, error) {
 	var cfg Config
 	var problems []string
 	if path != "" {
@@ -177,6 +183,9 @@ func LoadConfig(path string, getenv func(string) string, warn func(string)) (*Co
 	}
 	cfg.applyDefaults()
 	problems = append(problems, cfg.validate()...)
+	for _, check := range checks {
+		problems = append(problems, check(&cfg)...)
+	}
 	if len(problems) > 0 {
 		return nil, &ConfigError{Problems: problems}
 	}
@@ -217,23 +226,28 @@ func decodeYAML(data []byte, getenv func(string) string, cfg *Config) []string {
 	if len(root.Content) == 0 {
 		return problems
 	}
-	problems = append(problems, unknownKeys(root.Content[0], reflect.TypeOf(*cfg), "")...)
+	walked := walkConfig(root.Content[0], reflect.TypeOf(*cfg), "")
+	problems = append(problems, walked...)
 	if err := root.Content[0].Decode(cfg); err != nil {
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
+		switch {
+		case errors.As(err, &te) && len(walked) > 0:
+			// The walk named these with their keys and fixes already.
+		case errors.As(err, &te):
 			for _, e := range te.Errors {
 				problems = append(problems, "YAML value: "+e)
 			}
-		} else {
+		default:
 			problems = append(problems, "YAML: "+err.Error())
 		}
 	}
 	return problems
 }
 
-// unknownKeys walks a YAML mapping against the struct type it decodes into
-// and reports keys the struct does not have, with a suggestion when one is close.
-func unknownKeys(n *yaml.Node, t reflect.Type, path string) []string {
+// walkConfig walks a YAML node against the type it decodes into and reports
+// keys the type does not have (with a suggestion when one is close) and
+// values that are not of the key's kind, each with its key path and the fix.
+func walkConfig(n *yaml.Node, t reflect.Type, path string) []string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -261,14 +275,68 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) []string {
 				problems = append(problems, msg)
 				continue
 			}
-			problems = append(problems, unknownKeys(n.Content[i+1], ft, join(path, key))...)
+			problems = append(problems, walkConfig(n.Content[i+1], ft, join(path, key))...)
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			problems = append(problems, walkConfig(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))...)
 		}
 	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
 		for i, item := range n.Content {
-			problems = append(problems, unknownKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			problems = append(problems, walkConfig(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	case n.Kind == yaml.ScalarNode:
+		if p := checkScalar(n, t); p != "" {
+			problems = append(problems, path+": "+p)
 		}
 	}
 	return problems
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// checkScalar says what is wrong with a scalar for a key of type t, and
+// how to write it, or "" when it decodes. yaml.v3 alone would report
+// "cannot unmarshal !!str into int" with a line only, and would read a bare
+// 30 as 30 nanoseconds and 1.5 as 1.
+func checkScalar(n *yaml.Node, t reflect.Type) string {
+	v := n.Value
+	if n.Tag == "!!null" {
+		return ""
+	}
+	switch {
+	case t == reflect.TypeOf(ByteSize(0)):
+		if _, err := parseByteSize(v); err != nil {
+			return err.Error()
+		}
+	case t == durationType:
+		if n.Tag == "!!int" || n.Tag == "!!float" {
+			return fmt.Sprintf("%s has no unit; write %ss (or m, h, ms)", v, v)
+		}
+		if _, err := time.ParseDuration(v); err != nil {
+			return fmt.Sprintf("%q is not a duration; write e.g. 30s, 5m or 1h30m", v)
+		}
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
+		if n.Tag != "!!int" {
+			if _, err := strconv.ParseFloat(v, 64); err == nil && n.Tag != "!!str" {
+				return fmt.Sprintf("%s is not a whole number; write one without a fraction", v)
+			}
+			return fmt.Sprintf("%q is not a whole number", v)
+		}
+	case t.Kind() == reflect.Float64 || t.Kind() == reflect.Float32:
+		if n.Tag != "!!int" && n.Tag != "!!float" {
+			return fmt.Sprintf("%q is not a number", v)
+		}
+	case t.Kind() == reflect.Bool:
+		if n.Tag != "!!bool" {
+			return fmt.Sprintf("%q is not true or false", v)
+		}
+	case t.Kind() == reflect.Struct || t.Kind() == reflect.Map || t.Kind() == reflect.Slice:
+		if v != "" {
+			return fmt.Sprintf("%q is a single value where a section is expected; see config.example.yaml", v)
+		}
+	}
+	return ""
 }
 
 func join(path, key string) string {

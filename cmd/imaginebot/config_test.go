@@ -116,8 +116,60 @@ telegram:
 			t.Errorf("missing problem %q in:\n%s", w, msg)
 		}
 	}
-	if strings.Count(msg, "\n  - ") < len(want)+1 { // + job_timeout, which follows upstream.timeout
-		t.Errorf("problems not listed one per line:\n%s", msg)
+	if n := strings.Count(msg, "\n  - "); n != len(want) {
+		t.Errorf("%d problems listed, want %d one per line:\n%s", n, len(want), msg)
+	}
+	// limits.job_timeout follows upstream.timeout: the one problem is reported once.
+	if strings.Contains(msg, "limits.job_timeout") {
+		t.Errorf("a derived value was reported again:\n%s", msg)
+	}
+}
+
+// Values of the wrong kind are named by key path with the fix, not by a
+// YAML line and Go type; fractions are refused for whole numbers; and a
+// run's own needs (key, token) come in the same list.
+func TestConfigValueKinds(t *testing.T) {
+	path := writeConfig(t, `
+upstream:
+  timeout: 30
+  stream: maybe
+  temperature: warm
+limits:
+  per_user_jobs: "many"
+  burst: 1.5
+  rate_per_minute: often
+quotas:
+  scopes:
+    "telegram:group:-100": lots
+telegram:
+  owners: [12, "bob"]
+  poll_timeout: 50x
+`, 0o600)
+	_, err := LoadConfig(path, envMap(nil), func(string) {}, (*Config).validateRun)
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v", err)
+	}
+	msg := err.Error()
+	for _, w := range []string{
+		`upstream.timeout: 30 has no unit; write 30s`,
+		`upstream.stream: "maybe" is not true or false`,
+		`upstream.temperature: "warm" is not a number`,
+		`limits.per_user_jobs: "many" is not a whole number`,
+		`limits.burst: 1.5 is not a whole number`,
+		`limits.rate_per_minute: "often" is not a number`,
+		`quotas.scopes.telegram:group:-100: "lots" is not a whole number`,
+		`telegram.owners[1]: "bob" is not a whole number`,
+		`telegram.poll_timeout: "50x" is not a duration`,
+		`upstream.api_key: is empty`,
+		`telegram.token: is empty`,
+	} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("missing %q in:\n%s", w, msg)
+		}
+	}
+	if strings.Contains(msg, "cannot unmarshal") || strings.Contains(msg, "YAML value") {
+		t.Errorf("a raw YAML type error leaked:\n%s", msg)
 	}
 }
 
@@ -235,5 +287,28 @@ func TestAllowPrivateHosts(t *testing.T) {
 	if !strings.Contains(msg, `images.allow_private_hosts[3]: "http://x"`) || !strings.Contains(msg, `images.allow_private_hosts[4]: "*.lan"`) ||
 		strings.Contains(msg, "[0]") || strings.Contains(msg, "[1]") || strings.Contains(msg, "[2]") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestConfigScopeNames(t *testing.T) {
+	path := writeConfig(t, `
+quotas:
+  scopes:
+    "telegram:private": 3
+    "telegram:privat": 3
+    "telegram:group:abc": 3
+    "discord:guild:123456789012345678": 4
+`, 0o600)
+	_, err := LoadConfig(path, envMap(nil), func(string) {})
+	msg := fmt.Sprint(err)
+	for _, bad := range []string{`quotas.scopes.telegram:privat: "telegram:privat" is not a scope; use telegram:private, telegram:group:<chat id>`, `quotas.scopes.telegram:group:abc:`} {
+		if !strings.Contains(msg, bad) {
+			t.Errorf("missing %q in:\n%s", bad, msg)
+		}
+	}
+	for _, good := range []string{"quotas.scopes.telegram:private:", "quotas.scopes.discord:guild"} {
+		if strings.Contains(msg, good) {
+			t.Errorf("a valid scope was refused:\n%s", msg)
+		}
 	}
 }

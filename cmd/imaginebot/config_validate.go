@@ -45,7 +45,9 @@ func (c *Config) applyDefaults() {
 		l.QueueCap = ptr(100)
 	}
 	def(&l.MaxPromptChars, 1000)
-	def(&l.JobTimeout, u.Timeout)
+	if l.JobTimeout == 0 {
+		l.JobTimeout, l.jobTimeoutDerived = u.Timeout, true
+	}
 	if c.Quotas.Daily == nil {
 		c.Quotas.Daily = ptr(10)
 	}
@@ -157,7 +159,7 @@ func (c *Config) validate() []string {
 	if l.MaxPromptChars < 1 || l.MaxPromptChars > 10000 {
 		p.add("limits.max_prompt_chars", "%d is out of range; use 1 to 10000", l.MaxPromptChars)
 	}
-	if l.JobTimeout < 5*time.Second || l.JobTimeout > time.Hour {
+	if !l.jobTimeoutDerived && (l.JobTimeout < 5*time.Second || l.JobTimeout > time.Hour) {
 		p.add("limits.job_timeout", "%s is out of range; use 5s to 1h (default: upstream.timeout)", l.JobTimeout)
 	}
 
@@ -171,8 +173,8 @@ func (c *Config) validate() []string {
 		if n < 0 {
 			p.add("quotas.scopes."+scope, "%d is negative; use 0 or more", n)
 		}
-		if !strings.Contains(scope, ":") {
-			p.add("quotas.scopes."+scope, "is not a scope id; use e.g. telegram:group:-1001234567890 or telegram:private")
+		if err := checkScope(scope); err != nil {
+			p.add("quotas.scopes."+scope, "%v", err)
 		}
 	}
 
