@@ -28,10 +28,10 @@ var (
 // and some gateways put long tokens in the path rather than the query.
 const maxShownPath = 160
 
-// redact renders ref for errors and logs: scheme://host/path, without
-// userinfo, query or fragment, where signatures and tokens live. Data URIs
-// are reduced to their size.
-func redact(ref string) string {
+// Redact renders an image reference for errors and logs:
+// scheme://host/path, without userinfo, query or fragment, where signatures
+// and tokens live. Data URIs are reduced to their size.
+func Redact(ref string) string {
 	if hasPrefixFold(ref, "data:") {
 		return fmt.Sprintf("data URI (%d bytes)", len(ref))
 	}
@@ -56,7 +56,7 @@ func redact(ref string) string {
 // rejected is the error for an image refused for what it is or where it
 // points: the user is told the image was unusable, the operator why.
 func rejected(ref string, err error) *core.Error {
-	return &core.Error{Code: core.CodeImageRejected, Err: fmt.Errorf("fetch: %s: %w", redact(ref), err)}
+	return &core.Error{Code: core.CodeImageRejected, Err: fmt.Errorf("fetch: %s: %w", Redact(ref), err)}
 }
 
 func tooLarge(ref string, limit int64, format string, args ...any) *core.Error {

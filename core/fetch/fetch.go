@@ -169,7 +169,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref string) (core.Image, error) {
 	}
 	switch {
 	case err == nil:
-		f.log.Debug("fetch: image ok", "ref", redact(ref), "bytes", len(img.Data), "mime", img.MIME)
+		f.log.Debug("fetch: image ok", "ref", Redact(ref), "bytes", len(img.Data), "mime", img.MIME)
 	case errors.Is(err, ErrBlockedAddress):
 		// Worth an operator's attention: an upstream pointing at our network.
 		f.log.Warn("fetch: refused image", "err", err)
@@ -257,10 +257,10 @@ func (f *Fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 // The *url.Error net/http wraps it in is dropped: its text holds the full
 // URL, query and signature included.
 func (f *Fetcher) requestError(ctx context.Context, ref string, err error) error {
-	where := redact(ref)
+	where := Redact(ref)
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		if last := redact(resolve(ref, ue.URL)); last != where {
+		if last := Redact(resolve(ref, ue.URL)); last != where {
 			where += " (redirected to " + last + ")"
 		}
 		err = ue.Err
@@ -284,9 +284,9 @@ func (f *Fetcher) requestError(ctx context.Context, ref string, err error) error
 
 func (f *Fetcher) contextError(ref string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("fetch: %s: %w", redact(ref), err)}
+		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("fetch: %s: %w", Redact(ref), err)}
 	}
-	return fmt.Errorf("fetch: %s: %w", redact(ref), err)
+	return fmt.Errorf("fetch: %s: %w", Redact(ref), err)
 }
 
 // resolve makes a Location, which may be relative, absolute against ref.

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/core/fetch"
 )
 
 // DefaultBaseURL is the gateway the upstream docs name.
@@ -523,7 +524,7 @@ func (c *Client) download(ctx context.Context, log *slog.Logger, res result) ([]
 			if ctx.Err() != nil && len(imgs) > 0 {
 				break
 			}
-			log.Warn("upstream: image fetch failed", "ref", shortRef(ref), "err", err)
+			log.Warn("upstream: image fetch failed", "ref", fetch.Redact(ref), "err", err)
 			if first == nil {
 				first = err
 			}
@@ -640,10 +641,3 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// shortRef keeps log lines short when a reference is a data URI.
-func shortRef(ref string) string {
-	if len(ref) > 100 {
-		return ref[:100] + fmt.Sprintf("…(%d bytes)", len(ref))
-	}
-	return ref
-}

@@ -1042,3 +1042,26 @@ func TestStreamIdleBoundsTheWaitForHeaders(t *testing.T) {
 		t.Fatalf("err = %v, want a timeout naming upstream.stream_idle_timeout", err)
 	}
 }
+
+// A gateway-signed image URL is logged without its query, where the
+// signature lives, when its download fails.
+func TestFailedSignedURLLoggedWithoutItsSignature(t *testing.T) {
+	e := newEnv(t, upstream.Config{Retries: -1})
+	signed := "https://cdn.example.com/out/fox.png?X-Amz-Signature=deadbeef0123&X-Amz-Credential=AKIAEXAMPLE"
+	e.fetcher.fetch = func(ctx context.Context, ref string) (core.Image, error) {
+		return core.Image{}, &core.Error{Code: core.CodeImageRejected, Err: errors.New("fetch: status 403")}
+	}
+	e.gw.Push(upstreamtest.JSON(200, upstreamtest.Completion("![x]("+signed+")")))
+	if _, err, _ := e.generate(t, request(false)); err == nil {
+		t.Fatal("Generate succeeded")
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "cdn.example.com/out/fox.png") {
+		t.Fatalf("the failed image is not named in the logs:\n%s", logs)
+	}
+	for _, secret := range []string{"deadbeef0123", "AKIAEXAMPLE"} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("the signature reached the logs:\n%s", logs)
+		}
+	}
+}
