@@ -186,6 +186,24 @@ func updatePending(tx Tx, key string, change func(*Job) bool) error {
 	return tx.PutJob(j)
 }
 
+// Setting returns the named setting, creating it with make the first time,
+// in one transaction: concurrent first calls agree on one value.
+func (l *Ledger) Setting(ctx context.Context, name string, make func() (string, error)) (string, error) {
+	var v string
+	err := l.store.Update(ctx, func(tx Tx) error {
+		got, ok, err := tx.Setting(name)
+		if err != nil || ok {
+			v = got
+			return err
+		}
+		if v, err = make(); err != nil {
+			return err
+		}
+		return tx.PutSetting(name, v)
+	})
+	return v, wrapStore("setting "+name, err)
+}
+
 // settle loads the job to move to state: settled is true when it is there
 // already (commit and refund are idempotent); a job settled the other way,
 // or missing, is an error.

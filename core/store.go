@@ -18,6 +18,10 @@ type Tx interface {
 	// PutJob stores j, keeping the pending index and the user's history.
 	PutJob(j Job) error
 	AppendAudit(e AuditEntry) error
+	// Setting returns a named value the bot keeps for itself (a generated
+	// secret), and whether it is set.
+	Setting(name string) (string, bool, error)
+	PutSetting(name, value string) error
 }
 
 // Store is the durable ledger. Update's fn may run more than once (group

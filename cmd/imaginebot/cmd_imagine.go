@@ -53,7 +53,12 @@ func cmdImagine(ctx context.Context, e env, args []string) error {
 	// One operator, one job: no rate limit, no quota.
 	coreCfg.Rate = rate.Inf
 	coreCfg.Quotas.DefaultDaily = 1 << 30
-	svc, err := core.NewService(coreCfg, memory.New(), newGenerator(cfg, log), core.WithLogger(log))
+	store := memory.New()
+	secret, err := userIDSecret(ctx, cfg, core.NewLedger(store, coreCfg.Quotas))
+	if err != nil {
+		return err
+	}
+	svc, err := core.NewService(coreCfg, store, newGenerator(cfg, log, secret), core.WithLogger(log))
 	if err != nil {
 		return err
 	}

@@ -50,7 +50,11 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	if err != nil {
 		return err
 	}
-	svc, err := core.NewService(coreCfg, db, newGenerator(cfg, log), core.WithLogger(log))
+	secret, err := userIDSecret(ctx, cfg, core.NewLedger(db, coreCfg.Quotas))
+	if err != nil {
+		return fmt.Errorf("user pseudonym secret: %w", err)
+	}
+	svc, err := core.NewService(coreCfg, db, newGenerator(cfg, log, secret), core.WithLogger(log))
 	if err != nil {
 		return fmt.Errorf("core: %w", err)
 	}

@@ -128,8 +128,20 @@ func TestRunPrivateChatToPhoto(t *testing.T) {
 		t.Fatalf("remaining = %s, want 1", got)
 	}
 	req := w.gw.Requests()[0]
-	// The gateway sees a keyed pseudonym, never the Telegram id.
-	if want := upstream.Pseudonym(userIDSecret(UpstreamConfig{APIKey: "sk-e2e"}), "telegram:42"); req.User != want {
+	// The gateway sees a pseudonym keyed by a secret the bot generated and
+	// kept, never the Telegram id, and nothing it could derive from the key.
+	db, err := bolt.Open(w.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := core.NewLedger(db, core.Quotas{}).Setting(context.Background(), userIDSecretSetting, func() (string, error) {
+		return "", fmt.Errorf("no secret was kept")
+	})
+	db.Close()
+	if err != nil || len(secret) != 64 {
+		t.Fatalf("kept secret %q, %v", secret, err)
+	}
+	if want := upstream.Pseudonym(secret, "telegram:42"); req.User != want {
 		t.Fatalf("user = %q, want the pseudonym %q", req.User, want)
 	}
 }

@@ -1,9 +1,10 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
+	"context"
+	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -53,8 +54,9 @@ func coreConfig(c *Config) (core.Config, error) {
 	}, nil
 }
 
-// newGenerator builds the upstream client with its safe image fetcher.
-func newGenerator(c *Config, log *slog.Logger) *upstream.Client {
+// newGenerator builds the upstream client with its safe image fetcher;
+// secret keys the users' pseudonyms (see userIDSecret).
+func newGenerator(c *Config, log *slog.Logger, secret string) *upstream.Client {
 	// Every job in flight holds one gateway connection and then one image
 	// download: size the kept-alive pools to the concurrency.
 	conns := c.Limits.Concurrency + 4
@@ -73,7 +75,7 @@ func newGenerator(c *Config, log *slog.Logger) *upstream.Client {
 		APIKey:            u.APIKey,
 		Timeout:           u.Timeout,
 		Retries:           retries,
-		UserIDSecret:      userIDSecret(u),
+		UserIDSecret:      secret,
 		StreamIdleTimeout: u.StreamIdleTimeout,
 		Temperature:       u.Temperature,
 		TopP:              u.TopP,
@@ -83,13 +85,24 @@ func newGenerator(c *Config, log *slog.Logger) *upstream.Client {
 	}, f, upstream.WithLogger(log))
 }
 
-// userIDSecret is the configured secret, or one derived from the API key so
-// pseudonyms are stable without extra setup (and reveal nothing of the key).
-func userIDSecret(u UpstreamConfig) string {
-	if u.UserIDSecret != "" {
-		return u.UserIDSecret
+// userIDSecretSetting is where the ledger keeps the generated secret.
+const userIDSecretSetting = "user_id_secret"
+
+// userIDSecret is the configured upstream.user_id_secret or, without one, a
+// random secret generated on the first start and kept in the ledger: a
+// secret derived from the API key could be rebuilt by the gateway, which
+// holds the key, and every pseudonym reversed.
+func userIDSecret(ctx context.Context, c *Config, l *core.Ledger) (string, error) {
+	if c.Upstream.UserIDSecret != "" {
+		return c.Upstream.UserIDSecret, nil
 	}
-	m := hmac.New(sha256.New, []byte("imaginebot user pseudonym"))
-	m.Write([]byte(u.APIKey))
-	return hex.EncodeToString(m.Sum(nil))
+	return l.Setting(ctx, userIDSecretSetting, randomSecret)
+}
+
+func randomSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random secret: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }

@@ -10,6 +10,7 @@
 //
 //	bucket       key                                         value
 //	meta         "schema_version"                            "2" (decimal text)
+//	meta         "setting:" name                             a value the bot keeps (the pseudonym secret)
 //	accounts     scope \x00 user                             account JSON
 //	scopes       scope                                       scope settings JSON
 //	jobs         job key                                     job JSON

@@ -25,13 +25,14 @@ type tx struct {
 	// written, so PutJob after Job (every commit and refund) decodes once.
 	indexed map[string]jobIndexRecord
 
-	accounts, scopes, jobs, pending, notices, history, audit, auditScope *bbolt.Bucket
+	meta, accounts, scopes, jobs, pending, notices, history, audit, auditScope *bbolt.Bucket
 }
 
 func newTx(btx *bbolt.Tx) *tx {
 	return &tx{
 		btx:        btx,
 		writable:   btx.Writable(),
+		meta:       btx.Bucket(bucketMeta),
 		accounts:   btx.Bucket(bucketAccounts),
 		scopes:     btx.Bucket(bucketScopes),
 		jobs:       btx.Bucket(bucketJobs),
@@ -41,6 +42,25 @@ func newTx(btx *bbolt.Tx) *tx {
 		audit:      btx.Bucket(bucketAudit),
 		auditScope: btx.Bucket(bucketAuditScope),
 	}
+}
+
+// settingPrefix keeps the bot's settings apart from schema_version in meta.
+const settingPrefix = "setting:"
+
+func (t *tx) Setting(name string) (string, bool, error) {
+	v := t.meta.Get([]byte(settingPrefix + name))
+	return string(v), v != nil, nil
+}
+
+func (t *tx) PutSetting(name, value string) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	t.wrote = true
+	if err := t.meta.Put([]byte(settingPrefix+name), []byte(value)); err != nil {
+		return fmt.Errorf("bolt: setting %s: %w", name, err)
+	}
+	return nil
 }
 
 func (t *tx) Account(k core.AccountKey) (core.Account, error) {

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"PendingJobs", testPendingJobs},
 		{"DeliveringAndStatus", testDeliveringAndStatus},
 		{"OwedNotices", testOwedNotices},
+		{"Settings", testSettings},
 		{"RecentJobs", testRecentJobs},
 		{"Audit", testAudit},
 		{"RoundTripAccounts", testRoundTripAccounts},
@@ -609,6 +610,38 @@ func testOwedNotices(t *testing.T, s core.Store) {
 	if _, err := Invariant(t.Context(), s, l, alice, 100, 0, day1); err != nil {
 		t.Error(err)
 	}
+}
+
+// testSettings: a setting is made once and then kept, and a rolled-back
+// transaction leaves none.
+func testSettings(t *testing.T, s core.Store) {
+	l := core.NewLedger(s, core.Quotas{DefaultDaily: 1})
+	calls := 0
+	gen := func() (string, error) { calls++; return fmt.Sprint("secret-", calls), nil }
+	for range 2 {
+		v, err := l.Setting(t.Context(), "user_id_secret", gen)
+		if err != nil || v != "secret-1" {
+			t.Fatalf("Setting = %q, %v; want the first value kept", v, err)
+		}
+	}
+	err := s.Update(t.Context(), func(tx core.Tx) error {
+		if err := tx.PutSetting("rolled", "back"); err != nil {
+			return err
+		}
+		return errors.New("abort")
+	})
+	if err == nil {
+		t.Fatal("the failing Update succeeded")
+	}
+	_ = s.View(t.Context(), func(tx core.Tx) error {
+		if _, ok, _ := tx.Setting("rolled"); ok {
+			t.Error("a rolled-back setting was kept")
+		}
+		if err := tx.PutSetting("x", "y"); !errors.Is(err, core.ErrTxReadOnly) {
+			t.Errorf("PutSetting in View: %v", err)
+		}
+		return nil
+	})
 }
 
 func testRecentJobs(t *testing.T, s core.Store) {

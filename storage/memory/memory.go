@@ -19,6 +19,7 @@ type Store struct {
 	jobs     map[string]core.Job
 	order    []string // job keys in insertion order, for history
 	audit    []core.AuditEntry
+	settings map[string]string
 }
 
 // New returns an empty store.
@@ -27,6 +28,7 @@ func New() *Store {
 		accounts: map[core.AccountKey]core.Account{},
 		scopes:   map[string]core.ScopeSettings{},
 		jobs:     map[string]core.Job{},
+		settings: map[string]string{},
 	}
 }
 
@@ -41,6 +43,7 @@ func (s *Store) Update(ctx context.Context, fn func(core.Tx) error) error {
 		accounts: map[core.AccountKey]core.Account{},
 		scopes:   map[string]core.ScopeSettings{},
 		jobs:     map[string]core.Job{},
+		settings: map[string]string{},
 	}
 	if err := fn(tx); err != nil {
 		return err
@@ -58,6 +61,9 @@ func (s *Store) Update(ctx context.Context, fn func(core.Tx) error) error {
 		s.jobs[k] = j
 	}
 	s.audit = append(s.audit, tx.audit...)
+	for k, v := range tx.settings {
+		s.settings[k] = v
+	}
 	return nil
 }
 
@@ -137,6 +143,23 @@ type tx struct {
 	jobs     map[string]core.Job
 	newJobs  []string
 	audit    []core.AuditEntry
+	settings map[string]string
+}
+
+func (t *tx) Setting(name string) (string, bool, error) {
+	if v, ok := t.settings[name]; ok {
+		return v, true, nil
+	}
+	v, ok := t.s.settings[name]
+	return v, ok, nil
+}
+
+func (t *tx) PutSetting(name, value string) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	t.settings[name] = value
+	return nil
 }
 
 func (t *tx) Account(k core.AccountKey) (core.Account, error) {
