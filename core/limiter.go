@@ -23,6 +23,11 @@ type keyedLimiter struct {
 type limiterEntry struct {
 	lim      *rate.Limiter
 	lastSeen time.Time
+	// credits are tokens given back after the fact (a job that failed
+	// through no fault of the user): x/time/rate can only cancel a
+	// reservation at the instant it was made — later it restores nothing,
+	// and cancelling "as of then" would rewind the bucket's clock.
+	credits int
 }
 
 func newKeyedLimiter(limit rate.Limit, burst int) *keyedLimiter {
@@ -54,12 +59,35 @@ func (k *keyedLimiter) reserve(key string, now time.Time) (wait time.Duration, c
 	}
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
+		if e.credits > 0 {
+			e.credits--
+			return 0, func() {
+				k.mu.Lock()
+				defer k.mu.Unlock()
+				e.credits++
+			}
+		}
 		return d, nil
 	}
 	return 0, func() {
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		r.CancelAt(now)
+	}
+}
+
+// giveBack returns the token of a request that turned out not to count
+// (its job failed through no fault of the user), at any later time: the
+// user's next request goes through even if the bucket is empty. Credits
+// never exceed the burst; an entry evicted since was full anyway.
+func (k *keyedLimiter) giveBack(key string) {
+	if k.limit == rate.Inf {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e := k.entries[key]; e != nil {
+		e.credits = min(e.credits+1, k.burst)
 	}
 }
 

@@ -46,3 +46,34 @@ func TestKeyedLimiterCancelRestoresToken(t *testing.T) {
 		t.Fatalf("token not restored, wait %s", wait)
 	}
 }
+
+// TestKeyedLimiterGiveBackLater: a token given back a minute later lets the
+// next request through at once, and does not rewind the bucket: the one
+// after that waits as if the failed request had never been made.
+func TestKeyedLimiterGiveBackLater(t *testing.T) {
+	l := newKeyedLimiter(rate.Every(time.Minute), 1)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if wait, _ := l.reserve("u", t0); wait != 0 {
+		t.Fatal("first request refused")
+	}
+	later := t0.Add(30 * time.Second)
+	if wait, _ := l.reserve("u", later); wait != 30*time.Second {
+		t.Fatalf("second request waits %s, want 30s", wait)
+	}
+	l.giveBack("u") // the first job failed upstream
+	if wait, _ := l.reserve("u", later); wait != 0 {
+		t.Fatalf("after the give-back: wait %s", wait)
+	}
+	if wait, _ := l.reserve("u", later); wait != 30*time.Second {
+		t.Fatalf("the bucket was rewound: wait %s, want 30s", wait)
+	}
+	for range 5 {
+		l.giveBack("u")
+	}
+	l.mu.Lock()
+	c := l.entries["u"].credits
+	l.mu.Unlock()
+	if c != 1 {
+		t.Fatalf("credits %d, want capped at the burst", c)
+	}
+}

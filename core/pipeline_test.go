@@ -834,3 +834,55 @@ func TestCancelTooLateOnceDelivering(t *testing.T) {
 		t.Fatalf("state %s", j.State)
 	}
 }
+
+// TestFailureNotTheUsersGivesBackTheRateToken: after an upstream failure
+// the user may try again at once; after a refusal of the prompt they wait.
+func TestFailureNotTheUsersGivesBackTheRateToken(t *testing.T) {
+	for _, tc := range []struct {
+		code     core.Code
+		giveBack bool
+	}{
+		{core.CodeUpstreamFailed, true},
+		{core.CodeTimeout, true},
+		{core.CodeRefused, false},
+	} {
+		t.Run(string(tc.code), func(t *testing.T) {
+			e := newEnv(t, func(c *core.Config) { c.Rate = rate.Every(time.Hour); c.Burst = 1 })
+			e.gen.fn = func(context.Context, core.GenRequest, func(core.GenProgress)) ([]core.Image, error) {
+				return nil, &core.Error{Code: tc.code}
+			}
+			if _, err := e.svc.Imagine(context.Background(), req("first", alice, "x"), &fakeReporter{}); core.ErrorCode(err) != tc.code {
+				t.Fatalf("first job: %v", err)
+			}
+			_, err := e.svc.Imagine(context.Background(), req("again", alice, "x"), &fakeReporter{})
+			if limited := core.ErrorCode(err) == core.CodeRateLimited; limited == tc.giveBack {
+				t.Fatalf("the retry got %v (token given back: want %t)", err, tc.giveBack)
+			}
+		})
+	}
+}
+
+// TestQueueCapZeroMeansNoQueue: with no room to wait, a job beyond the
+// running ones is refused at once rather than silently given a queue of 100.
+func TestQueueCapZeroMeansNoQueue(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) { c.Concurrency = 1; c.QueueCap = 0 })
+	release := make(chan struct{})
+	e.gen.fn = func(ctx context.Context, _ core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		<-release
+		return []core.Image{pngImage()}, nil
+	}
+	done := make(chan error, 1)
+	if err := e.svc.Submit(context.Background(), req("runs", alice, "x"), &fakeReporter{}, func(_ core.Receipt, err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Submit(context.Background(), req("waits", bob, "x"), &fakeReporter{}, func(core.Receipt, error) {}); core.ErrorCode(err) != core.CodeQueueFull {
+		t.Fatalf("second job: %v, want queue full", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.NewService(core.Config{Models: []core.Model{{Name: "m"}}, QueueCap: -1}, memory.New(), e.gen); err == nil {
+		t.Fatal("a negative queue cap was accepted")
+	}
+}

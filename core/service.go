@@ -13,37 +13,55 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Config holds the pipeline's limits. Zero values take the defaults noted.
+// Config holds the pipeline's limits. Zero values take DefaultConfig's,
+// except QueueCap: zero means no job waits for a slot.
 type Config struct {
 	Models         []Model // at least one
 	DefaultModel   string  // "" = the first model
-	MaxPromptRunes int     // default 1000
+	MaxPromptRunes int
 
-	Rate        rate.Limit // jobs per second per user; rate.Inf disables the limit; default 1 per 10 s
-	Burst       int        // default 3
-	PerUserJobs int        // queued or running jobs per user, default 2
-	Concurrency int        // upstream calls at once, default 4
-	QueueCap    int        // jobs waiting for a slot, default 100
+	Rate        rate.Limit // jobs per second per user; rate.Inf disables the limit
+	Burst       int
+	PerUserJobs int // queued or running jobs per user
+	Concurrency int // upstream calls at once
+	QueueCap    int // jobs waiting for a slot; 0 = none
 
-	JobTimeout      time.Duration // generation budget per job, default 5 min
-	DeliveryTimeout time.Duration // budget to send the result, default 10 min: in a busy group it may wait minutes for the platform's send budget
-	ProgressEvery   time.Duration // elapsed-time progress while generating, default 5 s
+	JobTimeout      time.Duration // generation budget per job, queue wait included
+	DeliveryTimeout time.Duration // budget to send the result: in a busy group it may wait minutes for the platform's send budget
+	ProgressEvery   time.Duration // elapsed-time progress while generating
 
 	Quotas Quotas
 }
 
-func (c *Config) defaults() {
-	setDefault(&c.MaxPromptRunes, 1000)
-	if c.Rate == 0 {
-		c.Rate = rate.Every(10 * time.Second)
+// DefaultConfig is the one place the pipeline's defaults live: the
+// configuration loader starts from it, and NewService fills zero fields
+// from it.
+func DefaultConfig() Config {
+	return Config{
+		MaxPromptRunes:  1000,
+		Rate:            rate.Every(10 * time.Second),
+		Burst:           3,
+		PerUserJobs:     2,
+		Concurrency:     4,
+		QueueCap:        100,
+		JobTimeout:      5 * time.Minute,
+		DeliveryTimeout: 10 * time.Minute,
+		ProgressEvery:   5 * time.Second,
 	}
-	setDefault(&c.Burst, 3)
-	setDefault(&c.PerUserJobs, 2)
-	setDefault(&c.Concurrency, 4)
-	setDefault(&c.QueueCap, 100)
-	setDefault(&c.JobTimeout, 5*time.Minute)
-	setDefault(&c.DeliveryTimeout, 10*time.Minute)
-	setDefault(&c.ProgressEvery, 5*time.Second)
+}
+
+func (c *Config) defaults() {
+	d := DefaultConfig()
+	setDefault(&c.MaxPromptRunes, d.MaxPromptRunes)
+	if c.Rate == 0 {
+		c.Rate = d.Rate
+	}
+	setDefault(&c.Burst, d.Burst)
+	setDefault(&c.PerUserJobs, d.PerUserJobs)
+	setDefault(&c.Concurrency, d.Concurrency)
+	setDefault(&c.JobTimeout, d.JobTimeout)
+	setDefault(&c.DeliveryTimeout, d.DeliveryTimeout)
+	setDefault(&c.ProgressEvery, d.ProgressEvery)
 }
 
 func setDefault[T int | time.Duration](p *T, v T) {
@@ -114,6 +132,9 @@ func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Servic
 	cfg.defaults()
 	if len(cfg.Models) == 0 {
 		return nil, errors.New("core: no models configured")
+	}
+	if cfg.QueueCap < 0 {
+		return nil, fmt.Errorf("core: queue cap %d is negative", cfg.QueueCap)
 	}
 	s := &Service{
 		cfg:     cfg,
@@ -318,6 +339,9 @@ func (s *Service) Submit(ctx context.Context, req Request, rep Reporter, done fu
 		rep.Progress(Progress{Stage: StageQueued, Position: pos})
 	}, func(release func(), err error) {
 		r, err := s.run(jctx, release, err, job, model, prompt, req, rep, log, now)
+		if noFault(err) {
+			s.limiter.giveBack(userKey) // "try again in a minute" must not meet "too fast"
+		}
 		s.untrack(job.Key)
 		stopHard()
 		cancel()
@@ -328,6 +352,16 @@ func (s *Service) Submit(ctx context.Context, req Request, rep Reporter, done fu
 		done(r, err)
 	})
 	return nil
+}
+
+// noFault reports whether err ended a reserved job through no fault of its
+// user: everything but success, a refusal of the prompt and a cancel.
+func noFault(err error) bool {
+	switch ErrorCode(err) {
+	case "", CodeRefused, CodeCancelled:
+		return false
+	}
+	return true
 }
 
 // activeJob is a reserved job that can still be cancelled.

@@ -59,9 +59,12 @@ func StripControl(s string) string {
 }
 
 // HasControl reports whether s holds control characters other than newlines
-// and tabs (which prompts may contain when pasted).
+// and tabs (which prompts may contain when pasted), or bidirectional
+// embedding, override and isolate characters (U+202A–U+202E, U+2066–U+2069),
+// which reorder what moderators read in captions and logs.
 func HasControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool {
-		return r != '\n' && r != '\t' && r != '\r' && unicode.IsControl(r)
+		return r != '\n' && r != '\t' && r != '\r' && unicode.IsControl(r) ||
+			r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069'
 	})
 }

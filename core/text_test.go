@@ -45,3 +45,24 @@ func TestCleanUpstreamText(t *testing.T) {
 		t.Fatalf("not capped: %q", long)
 	}
 }
+
+func TestHasControl(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{"plain", "a fox in the snow", false},
+		{"pasted newlines and tabs", "a fox\n\tin the snow\r\n", false},
+		{"emoji with joiners", "👨\u200d👩\u200d👧 family", false},
+		{"escape", "a fox \x1b[31m", true},
+		{"right-to-left override", "a fox \u202egnp.exe", true},
+		{"left-to-right embedding", "\u202aa fox", true},
+		{"isolate", "a \u2066fox\u2069", true},
+		{"first strong isolate", "a \u2068fox", true},
+	} {
+		if got := core.HasControl(tc.in); got != tc.want {
+			t.Errorf("%s: HasControl(%q) = %t", tc.name, tc.in, got)
+		}
+	}
+}

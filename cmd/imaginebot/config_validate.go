@@ -35,16 +35,17 @@ func (c *Config) applyDefaults() {
 		c.DefaultModel = c.Models[0].Name
 	}
 	l := &c.Limits
+	d := core.DefaultConfig() // the pipeline owns its defaults
 	if l.RatePerMinute == nil {
-		l.RatePerMinute = ptr(6.0)
+		l.RatePerMinute = ptr(float64(d.Rate) * 60)
 	}
-	def(&l.Burst, 3)
-	def(&l.PerUserJobs, 2)
-	def(&l.Concurrency, 4)
+	def(&l.Burst, d.Burst)
+	def(&l.PerUserJobs, d.PerUserJobs)
+	def(&l.Concurrency, d.Concurrency)
 	if l.QueueCap == nil {
-		l.QueueCap = ptr(100)
+		l.QueueCap = ptr(d.QueueCap)
 	}
-	def(&l.MaxPromptChars, 1000)
+	def(&l.MaxPromptChars, d.MaxPromptRunes)
 	if l.JobTimeout == 0 {
 		l.JobTimeout, l.jobTimeoutDerived = u.Timeout, true
 	}
