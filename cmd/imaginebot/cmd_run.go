@@ -56,7 +56,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	}
 	svc, err := core.NewService(coreCfg, db, newGenerator(cfg, log, secret), core.WithLogger(log))
 	if err != nil {
-		return fmt.Errorf("core: %w", err)
+		return err // "core: …" already
 	}
 	interrupted, err := svc.Recover(ctx)
 	if err != nil {
@@ -81,7 +81,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 		Connections: coreCfg.Concurrency + 16,
 	}, svc, telegram.WithLogger(log))
 	if err != nil {
-		return fmt.Errorf("telegram: %w", err)
+		return err // "telegram: …" already
 	}
 
 	var ln net.Listener

@@ -218,7 +218,10 @@ func (c *Config) validate() []string {
 	if t.ProgressInterval < time.Second {
 		p.add("telegram.progress_interval", "%s is too short; Telegram allows about one edit per second per chat (default 3s)", t.ProgressInterval)
 	}
-	if t.MaxPhotoBytes < 1<<10 || t.MaxDocumentBytes < t.MaxPhotoBytes {
+	switch {
+	case t.MaxPhotoBytes < 1<<10:
+		p.add("telegram.max_photo_bytes", "%d is too small; use at least 1KiB (default 10MB, Telegram's limit)", t.MaxPhotoBytes)
+	case t.MaxDocumentBytes < t.MaxPhotoBytes:
 		p.add("telegram.max_document_bytes", "%d must be at least telegram.max_photo_bytes (%d)", t.MaxDocumentBytes, t.MaxPhotoBytes)
 	}
 	if t.MessagesPerSecond < 1 || t.MessagesPerSecond > telegram.MaxMessagesPerSecond {

@@ -55,7 +55,6 @@ type commitMode int
 const (
 	commitGroup commitMode = iota // merge concurrent calls, no added delay
 	commitNaive                   // one transaction (one fsync) per call
-	commitBatch                   // bbolt's db.Batch, for benchmark comparison only
 )
 
 type options struct {
@@ -213,9 +212,6 @@ func (db *DB) Update(ctx context.Context, fn func(core.Tx) error) error {
 	switch db.mode {
 	case commitNaive:
 		return db.updateNaive(fn)
-	case commitBatch:
-		// bbolt's own merging: a lone caller waits up to MaxBatchDelay.
-		return db.bolt.Batch(func(btx *bbolt.Tx) error { return fn(newTx(btx)) })
 	}
 	return db.group.update(ctx, fn)
 }
