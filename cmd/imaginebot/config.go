@@ -266,7 +266,11 @@ func walkConfig(n *yaml.Node, t reflect.Type, path string) []string {
 			key := n.Content[i].Value
 			ft, ok := fields[key]
 			if !ok {
-				msg := fmt.Sprintf("%s: unknown key (line %d)", join(path, key), n.Content[i].Line)
+				shown := key
+				if strings.TrimSpace(key) == "" {
+					shown = strconv.Quote(key)
+				}
+				msg := fmt.Sprintf("%s: unknown key (line %d)", join(path, shown), n.Content[i].Line)
 				if s := closest(key, fields); s != "" {
 					msg += fmt.Sprintf("; did you mean %q?", s)
 				} else {
@@ -287,6 +291,9 @@ func walkConfig(n *yaml.Node, t reflect.Type, path string) []string {
 		}
 	case n.Kind == yaml.ScalarNode:
 		if p := checkScalar(n, t); p != "" {
+			if path == "" {
+				path = "config file" // a whole file of one value
+			}
 			problems = append(problems, path+": "+p)
 		}
 	}
