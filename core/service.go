@@ -92,13 +92,14 @@ type Receipt struct {
 
 // Service runs the job pipeline and the quota operations.
 type Service struct {
-	cfg    Config
-	models map[string]Model
-	ledger *Ledger
-	store  Store
-	gen    Generator
-	log    *slog.Logger
-	now    func() time.Time
+	cfg     Config
+	models  map[string]Model
+	ledger  *Ledger
+	store   Store
+	gen     Generator
+	log     *slog.Logger
+	now     func() time.Time
+	metrics Metrics
 
 	limiter *keyedLimiter
 	sched   *scheduler
@@ -144,6 +145,7 @@ func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Servic
 		gen:     gen,
 		log:     slog.Default(),
 		now:     time.Now,
+		metrics: noMetrics{},
 		limiter: newKeyedLimiter(cfg.Rate, cfg.Burst),
 		perUser: map[string]int{},
 		active:  map[string]*activeJob{},
@@ -288,6 +290,14 @@ func (s *Service) Imagine(ctx context.Context, req Request, rep Reporter) (Recei
 // ctx bounds the job (with the job timeout); done may block (to tell the
 // user), and runs in the job's goroutine.
 func (s *Service) Submit(ctx context.Context, req Request, rep Reporter, done func(Receipt, error)) error {
+	err := s.submit(ctx, req, rep, done)
+	if err != nil {
+		s.metrics.Refused(req.User.Platform, ErrorCode(err))
+	}
+	return err
+}
+
+func (s *Service) submit(ctx context.Context, req Request, rep Reporter, done func(Receipt, error)) error {
 	if req.Seq == 0 {
 		req.Seq = s.Arrival()
 	}
@@ -339,6 +349,7 @@ func (s *Service) Submit(ctx context.Context, req Request, rep Reporter, done fu
 		rep.Progress(Progress{Stage: StageQueued, Position: pos})
 	}, func(release func(), err error) {
 		r, err := s.run(jctx, release, err, job, model, prompt, req, rep, log, now)
+		s.metrics.JobDone(req.User.Platform, model.Name, ErrorCode(err))
 		if noFault(err) {
 			s.limiter.giveBack(userKey) // "try again in a minute" must not meet "too fast"
 		}
@@ -643,6 +654,7 @@ func (s *Service) Recover(ctx context.Context) ([]Job, error) {
 		if err := s.ledger.RefundOwingNotice(ctx, j.Key, code, s.now()); err != nil {
 			return nil, fmt.Errorf("core: recover %s: %w", j.Key, err)
 		}
+		s.metrics.Recovered(code)
 		s.log.Warn("refunded job interrupted by a restart", "job", j.Key, "user", j.Account.User, "outcome", code)
 	}
 	owed, err := s.store.OwedNotices(ctx)

@@ -138,6 +138,7 @@ func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt str
 			return err
 		})
 		if err == nil {
+			b.metrics.Fallback("document")
 			return nil
 		}
 		b.log.Warn("telegram: document upload failed", "chat", to.chat, "bytes", size, "err", b.redact(err))
@@ -170,6 +171,7 @@ func (b *Bot) sendLink(ctx context.Context, to target, img core.Image, capt stri
 	if err != nil {
 		return fail(fmt.Errorf("%s; then the link: %s", b.redact(cause), b.redact(err)))
 	}
+	b.metrics.Fallback("link")
 	return nil
 }
 

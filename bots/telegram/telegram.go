@@ -218,6 +218,28 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
+// Metrics is what the adapter tells operators: Bot API calls by method
+// and HTTP status (0 when no answer came), and deliveries that had to fall
+// back from a photo ("document", "link").
+type Metrics interface {
+	Call(method string, status int)
+	Fallback(kind string)
+}
+
+// WithMetrics reports to m (default: nowhere).
+func WithMetrics(m Metrics) Option {
+	return func(b *Bot) {
+		if m != nil {
+			b.metrics = m
+		}
+	}
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Call(string, int) {}
+func (noMetrics) Fallback(string)  {}
+
 // WithLimits replaces the send limits derived from MessagesPerSecond (a
 // self-hosted Bot API server in front of its own limits; tests).
 func WithLimits(l pace.Limits) Option {
@@ -240,6 +262,7 @@ type Bot struct {
 	now    func() time.Time
 	owners map[int64]bool
 
+	metrics Metrics
 	budget  *pace.Budget
 	limits  *pace.Limits // from WithLimits; nil = Telegram's
 	paid    bool         // allow_paid_broadcast: the budget is above Telegram's free 30/s
@@ -267,14 +290,15 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 	}
 	cfg.defaults()
 	b := &Bot{
-		cfg:    cfg,
-		svc:    svc,
-		log:    slog.Default(),
-		hc:     &http.Client{Transport: newTransport(cfg.Connections)},
-		sleep:  sleepCtx,
-		now:    time.Now,
-		owners: map[int64]bool{},
-		slots:  make(chan struct{}, cfg.MaxHandlers),
+		cfg:     cfg,
+		svc:     svc,
+		log:     slog.Default(),
+		hc:      &http.Client{Transport: newTransport(cfg.Connections)},
+		sleep:   sleepCtx,
+		metrics: noMetrics{},
+		now:     time.Now,
+		owners:  map[int64]bool{},
+		slots:   make(chan struct{}, cfg.MaxHandlers),
 	}
 	for _, o := range opts {
 		o(b)
@@ -297,7 +321,7 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 		bot.WithSkipGetMe(),
 		bot.WithServerURL(cfg.APIBaseURL),
 		// The library asks getUpdates for pollTimeout-1s.
-		bot.WithHTTPClient(cfg.PollTimeout+time.Second, &deadlineClient{hc: b.hc, poll: cfg.PollTimeout}),
+		bot.WithHTTPClient(cfg.PollTimeout+time.Second, &deadlineClient{hc: b.hc, poll: cfg.PollTimeout, metrics: b.metrics}),
 		bot.WithAllowedUpdates(bot.AllowedUpdates{models.AllowedUpdateMessage, models.AllowedUpdateCallbackQuery}),
 		bot.WithDefaultHandler(b.onUpdate),
 		// onUpdate only routes and starts a goroutine per piece of work, so

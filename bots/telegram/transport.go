@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"regexp"
 	"time"
 
 	"github.com/go-telegram/bot"
@@ -25,15 +26,35 @@ const (
 	sendRetries   = 3 // after a 429
 )
 
-// deadlineClient gives every Bot API call a deadline by method.
+// deadlineClient gives every Bot API call a deadline by method, and counts
+// the calls.
 type deadlineClient struct {
-	hc   *http.Client
-	poll time.Duration
+	hc      *http.Client
+	poll    time.Duration
+	metrics Metrics
 }
 
+// methodRe bounds the method label: the path ends in the method's name, and
+// anything else (a proxy's odd path) is "other".
+var methodRe = regexp.MustCompile(`^[a-zA-Z]{1,40}$`)
+
 func (c *deadlineClient) Do(req *http.Request) (*http.Response, error) {
+	method := path.Base(req.URL.Path)
+	if !methodRe.MatchString(method) {
+		method = "other"
+	}
+	resp, err := c.do(req, method)
+	status := 0 // no answer
+	if err == nil {
+		status = resp.StatusCode
+	}
+	c.metrics.Call(method, status)
+	return resp, err
+}
+
+func (c *deadlineClient) do(req *http.Request, method string) (*http.Response, error) {
 	d := callTimeout
-	switch path.Base(req.URL.Path) {
+	switch method {
 	case "getUpdates":
 		d = c.poll + pollSlack
 	case "sendPhoto", "sendDocument", "sendMediaGroup":

@@ -105,6 +105,23 @@ func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
 	return func(c *Client) { c.sleep = sleep }
 }
 
+// Metrics is what the client tells operators: labels are model ids from
+// the configuration and core codes ("" = success).
+type Metrics interface {
+	// Attempt counts one request to the gateway; retry is whether another follows.
+	Attempt(model string, outcome core.Code, retry bool)
+	// Generated observes a whole generation, retries and downloads included.
+	Generated(model string, outcome core.Code, d time.Duration)
+}
+
+// WithMetrics reports to m (default: nowhere).
+func WithMetrics(m Metrics) Option { return func(c *Client) { c.metrics = m } }
+
+type noMetrics struct{}
+
+func (noMetrics) Attempt(string, core.Code, bool)            {}
+func (noMetrics) Generated(string, core.Code, time.Duration) {}
+
 // WithRand replaces the jitter source: a function returning values in [0, 1).
 func WithRand(r func() float64) Option { return func(c *Client) { c.rand = r } }
 
@@ -118,6 +135,7 @@ type Client struct {
 	log      *slog.Logger
 	sleep    func(context.Context, time.Duration) error
 	rand     func() float64
+	metrics  Metrics
 }
 
 var _ core.Generator = (*Client)(nil)
@@ -149,6 +167,7 @@ func New(cfg Config, f Fetcher, opts ...Option) *Client {
 		log:      slog.New(slog.DiscardHandler),
 		sleep:    sleepCtx,
 		rand:     rand.Float64,
+		metrics:  noMetrics{},
 	}
 	for _, o := range opts {
 		o(c)
@@ -180,6 +199,13 @@ func Endpoint(base string) string {
 // (at most 4 images). progress, which may be nil, is called from Generate's
 // goroutine while a stream runs.
 func (c *Client) Generate(ctx context.Context, req core.GenRequest, progress func(core.GenProgress)) ([]core.Image, error) {
+	start := time.Now()
+	imgs, err := c.generate(ctx, req, progress)
+	c.metrics.Generated(req.Model.Name, core.ErrorCode(err), time.Since(start))
+	return imgs, err
+}
+
+func (c *Client) generate(ctx context.Context, req core.GenRequest, progress func(core.GenProgress)) ([]core.Image, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	log := c.log.With("model", req.Model.ID(), "stream", req.Model.Stream)
@@ -188,7 +214,7 @@ func (c *Client) Generate(ctx context.Context, req core.GenRequest, progress fun
 		return nil, core.Errorf(core.CodeInternal, "upstream: encode request: %v", err)
 	}
 	start := time.Now()
-	res, e := c.complete(ctx, log, body, req.Model.Stream, progress)
+	res, e := c.complete(ctx, log, req.Model.Name, body, req.Model.Stream, progress)
 	if e != nil && e.Code == core.CodeLostInRelay && req.Model.Stream && ctx.Err() == nil {
 		// Relays such as one-api drop long data-URI lines and error chunks
 		// from streams but deliver the same answer whole without streaming:
@@ -199,7 +225,7 @@ func (c *Client) Generate(ctx context.Context, req core.GenRequest, progress fun
 		if body, err = c.requestBody(plain); err != nil {
 			return nil, core.Errorf(core.CodeInternal, "upstream: encode request: %v", err)
 		}
-		res, e = c.complete(ctx, log.With("stream", false), body, false, progress)
+		res, e = c.complete(ctx, log.With("stream", false), req.Model.Name, body, false, progress)
 	}
 	if e != nil {
 		log.Info("upstream: generation failed", "code", e.Code, "err", e.Err, "elapsed", time.Since(start))
@@ -269,13 +295,15 @@ func Pseudonym(secret, userKey string) string {
 // complete runs the attempts: one, plus a retry after each retryable
 // failure, backing off with full jitter (or Retry-After when longer), never
 // past the job deadline.
-func (c *Client) complete(ctx context.Context, log *slog.Logger, body []byte, stream bool, progress func(core.GenProgress)) (result, *core.Error) {
+func (c *Client) complete(ctx context.Context, log *slog.Logger, model string, body []byte, stream bool, progress func(core.GenProgress)) (result, *core.Error) {
 	for attempt := 1; ; attempt++ {
 		log.Debug("upstream: request", "attempt", attempt, "bytes", len(body))
 		res, e, retry := c.attempt(ctx, log, body, stream, progress)
 		if e == nil {
+			c.metrics.Attempt(model, "", false)
 			return res, nil
 		}
+		c.metrics.Attempt(model, e.Code, retry && attempt <= c.cfg.Retries)
 		e = c.clean(e)
 		if !retry || attempt > c.cfg.Retries {
 			return result{}, e

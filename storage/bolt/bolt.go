@@ -61,6 +61,7 @@ type options struct {
 	logger      *slog.Logger
 	lockTimeout time.Duration
 	mode        commitMode
+	observe     func(calls int, d time.Duration)
 }
 
 // Option configures Open.
@@ -98,13 +99,21 @@ func WithGroupCommit(on bool) Option {
 	}
 }
 
+// WithCommitObserver calls observe after every committed transaction with
+// how many Updates it held and how long the commit (its fsync included)
+// took: the ledger's metrics.
+func WithCommitObserver(observe func(calls int, d time.Duration)) Option {
+	return func(o *options) { o.observe = observe }
+}
+
 // DB is the ledger file. It implements core.Store and is safe for concurrent use.
 type DB struct {
-	bolt  *bbolt.DB
-	path  string
-	log   *slog.Logger
-	mode  commitMode
-	group group
+	bolt    *bbolt.DB
+	path    string
+	log     *slog.Logger
+	mode    commitMode
+	group   group
+	observe func(calls int, d time.Duration)
 }
 
 var _ core.Store = (*DB)(nil)
@@ -135,6 +144,11 @@ func Open(path string, opts ...Option) (*DB, error) {
 	}
 	db := &DB{bolt: bdb, path: path, log: o.logger, mode: o.mode}
 	db.group.db, db.group.log = bdb, o.logger
+	db.observe = o.observe
+	if db.observe == nil {
+		db.observe = func(int, time.Duration) {}
+	}
+	db.group.observe = db.observe
 	if err := db.migrate(); err != nil {
 		_ = bdb.Close()
 		return nil, err
@@ -226,9 +240,11 @@ func (db *DB) updateNaive(fn func(core.Tx) error) error {
 	if err := fn(newTx(btx)); err != nil {
 		return err
 	}
+	start := time.Now()
 	if err := btx.Commit(); err != nil {
 		return fmt.Errorf("bolt: commit: %w", err)
 	}
+	db.observe(1, time.Since(start))
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -17,8 +18,9 @@ import (
 // one group (its own call first) and hands the lead to the oldest waiting
 // caller, so work always moves on even when callers give up.
 type group struct {
-	db  *bbolt.DB
-	log *slog.Logger
+	db      *bbolt.DB
+	log     *slog.Logger
+	observe func(calls int, d time.Duration)
 
 	mu      sync.Mutex
 	queue   []*call // waiting for the next transaction, oldest first
@@ -177,9 +179,12 @@ func (g *group) run(calls []*call) []*call {
 			_ = btx.Rollback()
 			return append(out, calls...)
 		}
+		start := time.Now()
 		err = btx.Commit()
 		if err != nil {
 			g.log.Error("bolt: group commit failed", "calls", len(calls), "err", err)
+		} else {
+			g.observe(len(calls), time.Since(start))
 		}
 		g.mu.Lock()
 		g.commits++
