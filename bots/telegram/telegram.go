@@ -274,6 +274,8 @@ type Bot struct {
 	slots chan struct{} // one per update being handled (Config.MaxHandlers)
 
 	mu       sync.Mutex
+	lastPoll time.Time       // last getUpdates answered (long polling)
+	webhook  bool            // setWebhook succeeded (webhook mode)
 	username string          // the bot's @username, without "@"
 	base     context.Context // Run's context, for webhook updates; nil before Run
 	closed   bool
@@ -321,7 +323,7 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 		bot.WithSkipGetMe(),
 		bot.WithServerURL(cfg.APIBaseURL),
 		// The library asks getUpdates for pollTimeout-1s.
-		bot.WithHTTPClient(cfg.PollTimeout+time.Second, &deadlineClient{hc: b.hc, poll: cfg.PollTimeout, metrics: b.metrics}),
+		bot.WithHTTPClient(cfg.PollTimeout+time.Second, &deadlineClient{hc: b.hc, poll: cfg.PollTimeout, metrics: b.metrics, polled: b.polled}),
 		bot.WithAllowedUpdates(bot.AllowedUpdates{models.AllowedUpdateMessage, models.AllowedUpdateCallbackQuery}),
 		bot.WithDefaultHandler(b.onUpdate),
 		// onUpdate only routes and starts a goroutine per piece of work, so
@@ -384,6 +386,9 @@ func (b *Bot) run(ctx context.Context) error {
 		if err != nil || !ok {
 			return fmt.Errorf("telegram: setWebhook: %s", b.redact(orFalse(err, "setWebhook")))
 		}
+		b.mu.Lock()
+		b.webhook = true
+		b.mu.Unlock()
 		b.log.Info("telegram: webhook mode", "bot", "@"+b.Username())
 		<-ctx.Done()
 		return nil
@@ -401,6 +406,32 @@ func orFalse(err error, method string) error {
 		return err
 	}
 	return fmt.Errorf("%s answered false", method)
+}
+
+func (b *Bot) polled() {
+	now := b.now()
+	b.mu.Lock()
+	b.lastPoll = now
+	b.mu.Unlock()
+}
+
+// Ready says why the adapter cannot take updates now (nil when it can): in
+// webhook mode until setWebhook succeeded; with long polling when no
+// getUpdates was answered within the poll timeout and its slack.
+func (b *Bot) Ready() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.cfg.WebhookURL != "":
+		if !b.webhook {
+			return errors.New("telegram: the webhook is not registered yet")
+		}
+	case b.lastPoll.IsZero():
+		return errors.New("telegram: no getUpdates answered yet")
+	case b.now().Sub(b.lastPoll) > b.cfg.PollTimeout+pollSlack:
+		return fmt.Errorf("telegram: no getUpdates answered for %s", b.now().Sub(b.lastPoll).Round(time.Second))
+	}
+	return nil
 }
 
 // Username is the bot's @username (without "@"), known once Run has started.

@@ -32,6 +32,7 @@ type deadlineClient struct {
 	hc      *http.Client
 	poll    time.Duration
 	metrics Metrics
+	polled  func() // a getUpdates answered: readiness
 }
 
 // methodRe bounds the method label: the path ends in the method's name, and
@@ -49,6 +50,9 @@ func (c *deadlineClient) Do(req *http.Request) (*http.Response, error) {
 		status = resp.StatusCode
 	}
 	c.metrics.Call(method, status)
+	if method == "getUpdates" && status == http.StatusOK {
+		c.polled()
+	}
 	return resp, err
 }
 

@@ -36,6 +36,7 @@ func commands() []command {
 			`imagine [-config FILE] [-model NAME] [-o DIR] [-ar W:H] [-no TEXT] "prompt"`, cmdImagine},
 		{"quota", "show and change quotas in the database (offline; stop the bot first)", quotaUsage, cmdQuota},
 		{"backup", "write a consistent copy of the database to FILE (offline)", "backup [-config FILE] [-db PATH] FILE", cmdBackup},
+		{"healthcheck", "exit 0 when a running bot answers /healthz (container health checks)", "healthcheck [-url URL]", cmdHealthcheck},
 		{"version", "print the version", "version", cmdVersion},
 		{"help", "list the commands, or explain one", "help [COMMAND]", nil},
 	}

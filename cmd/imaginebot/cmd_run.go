@@ -13,6 +13,7 @@ import (
 
 	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/core/upstream"
 	"github.com/imaginebot/imaginebot/storage/bolt"
 )
 
@@ -35,7 +36,8 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 // run wires the bot and serves until ctx ends. ready, when not nil, gets
 // the HTTP listener's address once everything is up (tests).
 func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr string)) error {
-	db, err := bolt.Open(cfg.Storage.Path, bolt.WithLogger(log))
+	m := newMetrics()
+	db, err := bolt.Open(cfg.Storage.Path, bolt.WithLogger(log), bolt.WithCommitObserver(m.commit))
 	if err != nil {
 		return fmt.Errorf("open ledger: %w", err)
 	}
@@ -54,7 +56,8 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	if err != nil {
 		return fmt.Errorf("user pseudonym secret: %w", err)
 	}
-	svc, err := core.NewService(coreCfg, db, newGenerator(cfg, log, secret), core.WithLogger(log))
+	gen := newGenerator(cfg, log, secret, upstream.WithMetrics(m))
+	svc, err := core.NewService(coreCfg, db, gen, core.WithLogger(log), core.WithMetrics(m))
 	if err != nil {
 		return err // "core: …" already
 	}
@@ -79,7 +82,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 		MessagesPerSecond: cfg.Telegram.MessagesPerSecond,
 		// Results, status edits, long polls and commands in flight at once.
 		Connections: coreCfg.Concurrency + 16,
-	}, svc, telegram.WithLogger(log))
+	}, svc, telegram.WithLogger(log), telegram.WithMetrics(m.platform("telegram")))
 	if err != nil {
 		return err // "telegram: …" already
 	}
@@ -100,10 +103,14 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	var srv *http.Server
 	if ln != nil {
 		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			fmt.Fprintln(w, "ok")
-		})
+		mux.HandleFunc("GET /healthz", healthz)
+		mux.HandleFunc("GET /readyz", readyz([]readiness{
+			{"ledger", func(ctx context.Context) error { return db.View(ctx, func(core.Tx) error { return nil }) }},
+			{"telegram", func(context.Context) error { return tg.Ready() }},
+			{"gateway", gen.Ready},
+		}))
+		m.watch(svc)
+		mux.Handle("GET /metrics", m.handler())
 		if cfg.Telegram.Webhook.URL != "" {
 			mux.Handle(cfg.Telegram.Webhook.Path, tg.WebhookHandler())
 		}

@@ -56,7 +56,7 @@ func coreConfig(c *Config) (core.Config, error) {
 
 // newGenerator builds the upstream client with its safe image fetcher;
 // secret keys the users' pseudonyms (see userIDSecret).
-func newGenerator(c *Config, log *slog.Logger, secret string) *upstream.Client {
+func newGenerator(c *Config, log *slog.Logger, secret string, opts ...upstream.Option) *upstream.Client {
 	// Every job in flight holds one gateway connection and then one image
 	// download: size the kept-alive pools to the concurrency.
 	conns := c.Limits.Concurrency + 4
@@ -82,7 +82,7 @@ func newGenerator(c *Config, log *slog.Logger, secret string) *upstream.Client {
 		MaxTokens:         u.MaxTokens,
 		N:                 u.N,
 		MaxConns:          conns,
-	}, f, upstream.WithLogger(log))
+	}, f, append([]upstream.Option{upstream.WithLogger(log)}, opts...)...)
 }
 
 // userIDSecretSetting is where the ledger keeps the generated secret.

@@ -136,6 +136,7 @@ type Client struct {
 	sleep    func(context.Context, time.Duration) error
 	rand     func() float64
 	metrics  Metrics
+	answered atomic.Int64 // unix nanos of the gateway's last answer below 500
 }
 
 var _ core.Generator = (*Client)(nil)
@@ -184,6 +185,41 @@ func New(cfg Config, f Fetcher, opts ...Option) *Client {
 		}
 	}
 	return c
+}
+
+// readyWindow is how recent an answer from the gateway must be for Ready
+// to trust it without a probe.
+const readyWindow = 3 * time.Minute
+
+// Ready says why the gateway cannot take jobs (nil when it can): it
+// answered a job within the last few minutes, or else a cheap probe
+// (GET /v1/models, which one-api and new-api serve) with the key succeeds.
+func (c *Client) Ready(ctx context.Context) error {
+	if last := c.answered.Load(); last != 0 && time.Since(time.Unix(0, last)) < readyWindow {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	url := strings.TrimSuffix(c.endpoint, "/chat/completions") + "/models"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("upstream: probe: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return errors.New(c.redact(fmt.Sprintf("upstream: the gateway does not answer: %v", err)))
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return fmt.Errorf("upstream: the gateway rejects the key (HTTP %d): check upstream.api_key", resp.StatusCode)
+	case resp.StatusCode >= 500:
+		return fmt.Errorf("upstream: the gateway answers HTTP %d", resp.StatusCode)
+	}
+	c.answered.Store(time.Now().UnixNano())
+	return nil
 }
 
 // Endpoint is the chat-completions URL for a base URL given with or without
@@ -374,6 +410,9 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, body []byte, str
 	defer resp.Body.Close()
 
 	status := resp.StatusCode
+	if status < 500 {
+		c.answered.Store(time.Now().UnixNano())
+	}
 	asStream := status/100 == 2 && (isMedia(resp.Header, "text/event-stream") || stream && !isMedia(resp.Header, "application/json"))
 	var rd io.Reader = resp.Body
 	if asStream && idle == nil {

@@ -1065,3 +1065,33 @@ func TestFailedSignedURLLoggedWithoutItsSignature(t *testing.T) {
 		}
 	}
 }
+
+func TestReady(t *testing.T) {
+	e := newEnv(t, upstream.Config{Retries: -1})
+	e.gw.RequireKey(testKey)
+	if err := e.client.Ready(context.Background()); err != nil {
+		t.Fatalf("a gateway that answers the probe: %v", err)
+	}
+	if n := e.gw.ModelsCalls(); n != 1 {
+		t.Fatalf("probes = %d", n)
+	}
+	// A job answered just now: no probe needed.
+	if _, err, _ := e.generate(t, request(false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Ready(context.Background()); err != nil || e.gw.ModelsCalls() != 1 {
+		t.Fatalf("after a job: %v, %d probes", err, e.gw.ModelsCalls())
+	}
+
+	down := newEnv(t, upstream.Config{Retries: -1})
+	down.gw.SetDown(true)
+	if err := down.client.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "502") {
+		t.Fatalf("a gateway that is down: %v", err)
+	}
+	badKey := newEnv(t, upstream.Config{Retries: -1, APIKey: "sk-wrong-key-0000000000"})
+	badKey.gw.RequireKey(testKey)
+	err := badKey.client.Ready(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "upstream.api_key") || strings.Contains(err.Error(), "sk-wrong") {
+		t.Fatalf("a rejected key: %v", err)
+	}
+}

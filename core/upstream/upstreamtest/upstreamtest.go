@@ -36,6 +36,9 @@ import (
 // ChatPath is where the fake gateway answers chat completions.
 const ChatPath = "/v1/chat/completions"
 
+// ModelsPath lists the models, as one-api and new-api do (readiness probes).
+const ModelsPath = "/v1/models"
+
 // Reply writes one scripted answer to a chat request.
 type Reply func(w http.ResponseWriter, r *Request)
 
@@ -80,14 +83,16 @@ type Gateway struct {
 	srv  *httptest.Server
 	done chan struct{}
 
-	mu        sync.Mutex
-	queue     []Reply
-	handler   Reply
-	key       string
-	requests  []Request
-	files     map[string]file
-	redirects map[string]string
-	imageHits []string
+	mu          sync.Mutex
+	queue       []Reply
+	handler     Reply
+	key         string
+	requests    []Request
+	files       map[string]file
+	redirects   map[string]string
+	imageHits   []string
+	down        bool
+	modelsCalls int
 }
 
 type file struct {
@@ -105,6 +110,7 @@ func New(t testing.TB) *Gateway {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(ChatPath, g.chat)
+	mux.HandleFunc("GET "+ModelsPath, g.models)
 	mux.HandleFunc("/img/", g.image)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// What one-api answers for a wrong path (a base URL mistake).
@@ -131,6 +137,36 @@ func (g *Gateway) Handle(h Reply) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.handler = h
+}
+
+// SetDown makes the gateway answer every chat and models request with an
+// HTML 502 page, as a proxy in front of a dead gateway does (false: up again).
+func (g *Gateway) SetDown(down bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.down = down
+}
+
+func (g *Gateway) models(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	key, down := g.key, g.down
+	g.modelsCalls++
+	g.mu.Unlock()
+	switch {
+	case down:
+		Status(http.StatusBadGateway, "<html><body><h1>502 Bad Gateway</h1></body></html>", nil)(w, nil)
+	case key != "" && r.Header.Get("Authorization") != "Bearer "+key:
+		writeJSON(w, http.StatusUnauthorized, []byte(ErrorBody("", "无效的令牌")))
+	default:
+		writeJSON(w, http.StatusOK, []byte(`{"object":"list","data":[{"id":"stable-diffusion","object":"model"},{"id":"flux","object":"model"}]}`))
+	}
+}
+
+// ModelsCalls is how many GET /v1/models the gateway answered.
+func (g *Gateway) ModelsCalls() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.modelsCalls
 }
 
 // RequireKey makes every chat request without "Authorization: Bearer key"
@@ -204,7 +240,9 @@ func (g *Gateway) chat(w http.ResponseWriter, r *http.Request) {
 		return // the scripted replies wait for a request with the right key
 	}
 	var reply Reply
-	if len(g.queue) > 0 {
+	if g.down {
+		reply = Status(http.StatusBadGateway, "<html><body><h1>502 Bad Gateway</h1></body></html>", nil)
+	} else if len(g.queue) > 0 {
 		reply, g.queue = g.queue[0], g.queue[1:]
 	} else if g.handler != nil {
 		reply = g.handler
