@@ -1,6 +1,8 @@
 # Build: docker build -t imaginebot .
 # Run:   docker run -e IMAGINEBOT_UPSTREAM_API_KEY=sk-… -e IMAGINEBOT_TELEGRAM_TOKEN=123:abc \
 #          -v imaginebot-data:/data imaginebot
+# A configuration file is mounted at /config/imaginebot.yaml (optional);
+# secrets come from the environment or from files: IMAGINEBOT_<NAME>_FILE.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -17,8 +19,13 @@ COPY --from=build --chown=65532:65532 /out/data /data
 # The bbolt ledger lives on the volume; the binary embeds tzdata and CA roots
 # come with the base image.
 ENV IMAGINEBOT_DB=/data/imaginebot.db
+# /healthz, /readyz and /metrics (and webhooks) on 8080: the health check
+# needs the listener. No shell or curl here: the binary checks itself.
+ENV IMAGINEBOT_HTTP_LISTEN=:8080
 VOLUME ["/data"]
 EXPOSE 8080
 USER nonroot
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/usr/local/bin/imaginebot", "healthcheck", "-url", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/imaginebot"]
 CMD ["run"]

@@ -173,6 +173,16 @@ func LoadConfig(path string, getenv func(string) string, warn func(string), chec
 		if v := getenv(name); v != "" {
 			*p = v
 		}
+		// NAME_FILE reads the value from a file: Docker and Kubernetes
+		// secrets are mounted as files, not set as variables.
+		if file := getenv(name + "_FILE"); file != "" {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s_FILE: %v; point it at the file holding the value", name, err))
+				continue
+			}
+			*p = strings.TrimSpace(string(data))
+		}
 	}
 	if v := getenv("IMAGINEBOT_TELEGRAM_OWNERS"); v != "" {
 		owners, err := parseIDs(v)

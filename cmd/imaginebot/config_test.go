@@ -312,3 +312,23 @@ quotas:
 		}
 	}
 }
+
+// A secret can come from a file (Docker secrets): NAME_FILE.
+func TestSecretsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "api_key")
+	if err := os.WriteFile(keyFile, []byte("sk-from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig("", envMap(map[string]string{
+		"IMAGINEBOT_UPSTREAM_API_KEY_FILE": keyFile,
+		"IMAGINEBOT_TELEGRAM_TOKEN":        "123:abc",
+	}), func(string) {})
+	if err != nil || cfg.Upstream.APIKey != "sk-from-a-file" {
+		t.Fatalf("cfg %+v, %v", cfg, err)
+	}
+	_, err = LoadConfig("", envMap(map[string]string{"IMAGINEBOT_TELEGRAM_TOKEN_FILE": filepath.Join(dir, "missing")}), func(string) {})
+	if err == nil || !strings.Contains(err.Error(), "IMAGINEBOT_TELEGRAM_TOKEN_FILE:") {
+		t.Fatalf("a missing secret file: %v", err)
+	}
+}
