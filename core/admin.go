@@ -92,7 +92,7 @@ func (s *Service) ResetToday(ctx context.Context, actor Actor, k AccountKey) (Ac
 // Ban stops a user from making images in the scope.
 func (s *Service) Ban(ctx context.Context, actor Actor, k AccountKey) (AccountView, error) {
 	if actor.User.Key() == k.User {
-		return AccountView{}, &Error{Code: CodeInvalidArgument, Err: fmt.Errorf("core: %s tried to ban themselves", k.User)}
+		return AccountView{}, &Error{Code: CodeInvalidArgument, Reason: ReasonSelf, Err: fmt.Errorf("core: %s tried to ban themselves", k.User)}
 	}
 	return s.mutate(ctx, actor, k, ActionBan, func(a *Account) error {
 		a.Banned = true
@@ -225,7 +225,9 @@ func (s *Service) view(a Account, sc ScopeSettings, now time.Time) AccountView {
 	return AccountView{Key: a.Key, Balance: s.cfg.Quotas.Balance(a, sc, now), DailySource: src, Banned: a.Banned}
 }
 
-// String is the compact form used in audit entries.
+// String is the compact form used in audit entries' Before and After. The
+// catalogue parses it back to word it per language, and databases hold it:
+// change it only in ways that parsing still reads.
 func (v AccountView) String() string {
 	b := v.Balance
 	return fmt.Sprintf("daily=%d(%s) used=%d credits=%d banned=%t", b.Daily, v.DailySource, b.Used, b.Credits, v.Banned)
@@ -237,7 +239,7 @@ func checkUnits(n int, zeroOK bool) error {
 		if zeroOK {
 			lo = 0
 		}
-		return &Error{Code: CodeInvalidArgument, Detail: fmt.Sprintf("%d: %d–%d", n, lo, maxUnits)}
+		return &Error{Code: CodeInvalidArgument, Reason: ReasonOutOfRange, Value: strconv.Itoa(n), Min: lo, Limit: maxUnits}
 	}
 	return nil
 }

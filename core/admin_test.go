@@ -2,7 +2,6 @@ package core_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/imaginebot/imaginebot/core"
@@ -42,9 +41,6 @@ func TestModeratorPermissions(t *testing.T) {
 			err := op.do(e, plain)
 			if core.ErrorCode(err) != core.CodeForbidden {
 				t.Fatalf("plain user: err = %v, want forbidden", err)
-			}
-			if msg := core.Message(err, core.English); !strings.Contains(msg, "moderators") || !strings.Contains(msg, "owners") {
-				t.Fatalf("refusal does not say who may: %q", msg)
 			}
 			if audit, _ := e.store.Audit(ctx, "", 10); len(audit) != 0 {
 				t.Fatalf("refused action audited: %+v", audit)

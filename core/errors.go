@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Code classifies a failure. Adapters render it for users with Message; the
-// wrapped Err is for operators and logs only.
+// Code classifies a failure. Adapters render it for users through their
+// message catalogue (bots/catalog); the wrapped Err is for operators and logs
+// only.
 type Code string
 
 const (
@@ -51,25 +52,71 @@ const (
 	CodeInternal Code = "internal"
 )
 
+// Codes lists every Code, for the catalogue's check that each has a message.
+var Codes = []Code{
+	CodeInvalidPrompt, CodePromptTooLong, CodePromptControl, CodeUnknownModel, CodeInvalidOption,
+	CodeBanned, CodeRateLimited, CodeTooManyJobs, CodeQueueFull, CodeQuotaExceeded, CodeDuplicate,
+	CodeShuttingDown, CodeUpstreamAuth, CodeUpstreamBalance, CodeModelUnavailable, CodeOverloaded,
+	CodeUpstreamFailed, CodeBadResponse, CodeRefused, CodeLostInRelay, CodeTimeout, CodeImageRejected,
+	CodeDeliveryFailed, CodeInterrupted, CodeDeliveryCut, CodeCancelled, CodeForbidden,
+	CodeInvalidArgument, CodeNotFound, CodeConflict, CodeInternal,
+}
+
 // Error is a classified failure: Code and the fields below drive the user's
-// message; Err is the operator's detail. Neither carries secrets.
+// message; Err is the operator's detail. Neither carries secrets. Core writes
+// no user text: what went wrong is in fields (the option, the bad value, the
+// choices, the limits) so each language words it whole, instead of English
+// fragments left inside a translated sentence.
 type Error struct {
 	Code       Code
 	Err        error         // operator detail; may be nil
 	RetryAfter time.Duration // when a retry makes sense (rate limits, overload)
 	ResetAt    time.Time     // quota reset time, in the quota time zone
-	Detail     string        // cleaned text to show users (refusal text, allowed roles, …)
-	Limit      int           // the limit that was hit (prompt length, …)
+	Detail     string        // the gateway's own words (a refusal), cleaned; shown labelled as such
+	Limit      int           // the limit that was hit: prompt length, the largest number allowed
+	Min        int           // the smallest number allowed (ReasonOutOfRange)
+	Reason     Reason        // what was wrong with Option or Value
+	Option     string        // the option at fault: an Option… name, or an unknown one as typed
+	Value      string        // the value refused, as given (cut)
+	Choices    []string      // what would have been accepted (model names)
 }
 
+// Reason says what was wrong with an option or an argument
+// (CodeInvalidOption, CodeUnknownModel, CodeInvalidArgument).
+type Reason string
+
+const (
+	ReasonUnknownOption Reason = "unknown_option" // Option is no option core knows
+	ReasonNoValue       Reason = "no_value"       // Option needs a value
+	ReasonMalformed     Reason = "malformed"      // Value does not have Option's form (aspect: W:H)
+	ReasonOutOfRange    Reason = "out_of_range"   // Value is outside Min–Limit
+	ReasonSelf          Reason = "self"           // the actor aimed at their own account, which is refused
+	ReasonEmpty         Reason = "empty"          // the gateway's answer was empty (CodeLostInRelay)
+)
+
+// Option names, as errors name them; adapters show them in their platform's
+// syntax (--ar on Telegram, aspect on Discord).
+const (
+	OptionModel    = "model"
+	OptionAspect   = "aspect"
+	OptionNegative = "negative"
+)
+
 func (e *Error) Error() string {
-	if e.Err == nil {
-		if e.Detail != "" {
-			return string(e.Code) + ": " + e.Detail
-		}
-		return string(e.Code)
+	s := string(e.Code)
+	if e.Reason != "" {
+		s += " (" + string(e.Reason) + ")"
 	}
-	return string(e.Code) + ": " + e.Err.Error()
+	if e.Option != "" || e.Value != "" {
+		s += fmt.Sprintf(" %s %q", e.Option, e.Value)
+	}
+	switch {
+	case e.Err != nil:
+		return s + ": " + e.Err.Error()
+	case e.Detail != "":
+		return s + ": " + e.Detail
+	}
+	return s
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -1,7 +1,5 @@
 package core
 
-import "strings"
-
 // Platform names a chat platform (or the CLI).
 type Platform string
 
@@ -30,29 +28,22 @@ type AccountKey struct {
 
 func (k AccountKey) String() string { return k.Scope + "/" + k.User }
 
-// Lang is the language of user-facing text.
+// Lang is the language of a user's texts: a language tag of the message
+// catalogue (bots/catalog), which matches platform locales to it. Core only
+// keeps it with a job, so that a notice after a crash speaks the user's
+// language; it holds no user text itself.
 type Lang string
 
 const (
-	English Lang = "en"
+	English            Lang = "en"
+	SimplifiedChinese  Lang = "zh-Hans"
+	TraditionalChinese Lang = "zh-Hant"
+
+	// Chinese is what versions before the catalogue stored for every Chinese
+	// user. Jobs in existing databases still carry it: the catalogue reads it
+	// as Simplified Chinese, the only Chinese those versions wrote.
 	Chinese Lang = "zh"
 )
-
-// LangFromCode maps a platform locale ("zh-hans", "zh-CN", "en-US") to a Lang.
-func LangFromCode(code string) Lang {
-	if strings.HasPrefix(strings.ToLower(code), "zh") {
-		return Chinese
-	}
-	return English
-}
-
-// Pick returns the text for l.
-func (l Lang) Pick(en, zh string) string {
-	if l == Chinese {
-		return zh
-	}
-	return en
-}
 
 // Role is what an actor may do within the scope it acts on. Adapters resolve
 // it (guild permissions, chat administrators, configured owners); core checks it.

@@ -137,21 +137,25 @@ func ParseCommand(text string) (Command, error) {
 			continue
 		case "model", "m", "ar", "aspect":
 		default:
-			return c, &Error{Code: CodeInvalidOption, Detail: fmt.Sprintf("--%s: %s", name, "unknown option; use --model NAME, --ar W:H or --no TEXT")}
+			return c, &Error{Code: CodeInvalidOption, Reason: ReasonUnknownOption, Option: Truncate(name, 40)}
+		}
+		option := OptionModel
+		if name == "ar" || name == "aspect" {
+			option = OptionAspect
 		}
 		if value == "" {
 			if i+1 >= len(fields) {
-				return c, &Error{Code: CodeInvalidOption, Detail: fmt.Sprintf("--%s needs a value", name)}
+				return c, &Error{Code: CodeInvalidOption, Reason: ReasonNoValue, Option: option}
 			}
 			i++
 			value = fields[i]
 		}
-		switch name {
-		case "model", "m":
+		switch option {
+		case OptionModel:
 			c.Model = value
-		case "ar", "aspect":
+		case OptionAspect:
 			if !ValidAspect(value) {
-				return c, &Error{Code: CodeInvalidOption, Detail: fmt.Sprintf("--ar %s: use width:height, e.g. 16:9", value)}
+				return c, &Error{Code: CodeInvalidOption, Reason: ReasonMalformed, Option: option, Value: Truncate(value, 40)}
 			}
 			c.Options.Aspect = value
 		}

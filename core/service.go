@@ -451,7 +451,7 @@ func (s *Service) validate(req *Request) (Model, string, error) {
 		return Model{}, "", &Error{Code: CodePromptTooLong, Limit: s.cfg.MaxPromptRunes}
 	}
 	if req.Options.Aspect != "" && !ValidAspect(req.Options.Aspect) {
-		return Model{}, "", &Error{Code: CodeInvalidOption, Detail: "--ar " + req.Options.Aspect + ": width:height, e.g. 16:9"}
+		return Model{}, "", &Error{Code: CodeInvalidOption, Reason: ReasonMalformed, Option: OptionAspect, Value: Truncate(req.Options.Aspect, 40)}
 	}
 	name := req.Model
 	if name == "" {
@@ -463,7 +463,7 @@ func (s *Service) validate(req *Request) (Model, string, error) {
 		for _, m := range s.Models() {
 			names = append(names, m.Name)
 		}
-		return Model{}, "", &Error{Code: CodeUnknownModel, Detail: "--model " + Truncate(name, 40) + ": " + strings.Join(names, ", ")}
+		return Model{}, "", &Error{Code: CodeUnknownModel, Option: OptionModel, Value: Truncate(name, 40), Choices: names}
 	}
 	prompt, err := m.Render(req.Prompt, req.Options)
 	if err != nil {

@@ -58,7 +58,7 @@ func (b *Bot) rerollKey(data string) (string, bool) {
 }
 
 func (b *Bot) rerollKeyboard(key string, lang core.Lang) *keyboard {
-	return &keyboard{InlineKeyboard: [][]callbackButton{{{Text: rerollLabel(lang), CallbackData: b.rerollData(key)}}}}
+	return &keyboard{InlineKeyboard: [][]callbackButton{{{Text: tr(lang).T("button.reroll"), CallbackData: b.rerollData(key)}}}}
 }
 
 func replyParams(to target) *models.ReplyParameters {
@@ -195,7 +195,7 @@ func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.D
 	if len(imgs) > maxMediaGroup {
 		imgs = imgs[:maxMediaGroup]
 	}
-	first := fit(strings.TrimSpace(d.Prompt), maxCaptionLen-300) + "\n\n" + fit(metaLine(d.Model, d.Options, lang), 290)
+	first := fit(strings.TrimSpace(d.Prompt), maxCaptionLen-300) + "\n\n" + fit(tr(lang).Meta(d.Model, d.Options), 290)
 	album := true
 	for _, img := range imgs {
 		if int64(len(img.Data)) > b.cfg.MaxPhotoBytes || img.MIME == "image/gif" {
@@ -248,7 +248,7 @@ func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.D
 		}
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("telegram: deliver: %s", b.redact(lastErr))}
 	}
-	if _, err := b.sendText(ctx, to, pace.Result, quotaLine(d.Balance, lang), kb); err != nil {
+	if _, err := b.sendText(ctx, to, pace.Result, tr(lang).QuotaLine(d.Balance), kb); err != nil {
 		// The images arrived; only the button is missing.
 		b.log.Warn("telegram: reroll message failed", "chat", to.chat, "err", b.redact(err))
 	}

@@ -147,7 +147,7 @@ func TestRerollChargesPresser(t *testing.T) {
 		return err == nil && j.State == core.JobCommitted
 	})
 	e.send(e.tg.GroupText(group, bob, "/quota history"))
-	e.waitText(t, group.ID, "Recent images of @bob", "stable-diffusion · ✅ · a lighthouse at dusk")
+	e.waitText(t, group.ID, "Recent images of @bob", "stable-diffusion · ✅ done · a lighthouse at dusk")
 }
 
 func TestRerollRefusals(t *testing.T) {
@@ -202,7 +202,7 @@ func TestRefusals(t *testing.T) {
 		if c.ReplyTo() != en.Message.ID {
 			t.Errorf("refusal replies to %d, want %d", c.ReplyTo(), en.Message.ID)
 		}
-		if c := e.waitText(t, li.ID, "今天的额度已用完", "00:00 (UTC)"); c.ReplyTo() != zh.Message.ID {
+		if c := e.waitText(t, li.ID, "今天的额度已用完", "00:00（UTC）"); c.ReplyTo() != zh.Message.ID {
 			t.Errorf("zh refusal replies to %d", c.ReplyTo())
 		}
 		if e.gw.Calls() != 0 {
@@ -398,15 +398,15 @@ func TestModeration(t *testing.T) {
 	})
 	t.Run("group admin by username", func(t *testing.T) {
 		e.send(e.tg.GroupText(group, gwen, "/quota@ImagineTestBot revoke 1 @BOB"))
-		e.waitText(t, group.ID, "Took up to 1 credits from @bob", "Credits: 2")
+		e.waitText(t, group.ID, "Took up to 1 credit from @bob", "Credits: 2")
 		e.send(e.tg.GroupText(group, gwen, "/quota show @nobody_here"))
 		e.waitText(t, group.ID, "I don't know @nobody_here yet")
 	})
 	t.Run("plain member is refused", func(t *testing.T) {
 		e.send(e.tg.GroupText(group, carol, "/quota grant 3 1002"))
-		e.waitText(t, group.ID, "Only this group's moderators")
+		e.waitText(t, group.ID, "Only this group's administrators")
 		e.send(e.tg.PrivateText(carol, "/quota grant 3 1002"))
-		e.waitText(t, carol.ID, "Only this group's moderators")
+		e.waitText(t, carol.ID, "Only this group's administrators")
 		if bal := e.balance(t, scope, bob); bal.Credits != 2 {
 			t.Errorf("bob's group credits = %d, want 2 (unchanged)", bal.Credits)
 		}
@@ -416,12 +416,12 @@ func TestModeration(t *testing.T) {
 	})
 	t.Run("scope daily and audit", func(t *testing.T) {
 		e.send(e.tg.GroupText(group, gwen, "/quota scope daily 7"))
-		e.waitText(t, group.ID, "daily allowance in this chat is now 7")
+		e.waitText(t, group.ID, "daily allowance here is now 7")
 		if bal := e.balance(t, scope, carol); bal.Daily != 7 {
 			t.Errorf("carol's daily = %d, want 7", bal.Daily)
 		}
 		e.send(e.tg.GroupText(group, gwen, "/audit 5"))
-		e.waitText(t, group.ID, "Moderator actions", "set-scope-daily", "revoke · @bob (1002)", "credits 3→2")
+		e.waitText(t, group.ID, "Moderator actions", "set everyone's daily allowance", "revoke · @bob (1002)", "credits 3→2")
 		e.send(e.tg.PrivateText(owner, "/audit"))
 		e.waitText(t, owner.ID, "ban", "telegram:private", scope)
 		entries, err := e.svc.AuditLog(ctx, core.CLIActor(), "", 50)
@@ -446,7 +446,7 @@ func TestModeration(t *testing.T) {
 	})
 	t.Run("own quota", func(t *testing.T) {
 		e.send(e.tg.GroupText(group, carol, "/quota"))
-		e.waitText(t, group.ID, "Your quota in this chat", "Left today: 7 of 7")
+		e.waitText(t, group.ID, "Your quota here", "Left today: 7 of 7", "Resets at 00:00 (UTC), in ")
 	})
 }
 

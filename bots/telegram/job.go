@@ -48,7 +48,7 @@ func (j *job) end(ctx context.Context, req core.Request, err error) {
 		j.cb.answer(ctx, "", false)
 		return
 	}
-	msg := core.Message(err, req.Lang)
+	msg := tr(req.Lang).Error(err, syntax)
 	b.log.Info("telegram: job refused or failed", "job", req.Key, "code", code)
 	if !j.accepted() && j.cb != nil {
 		// Refused before it started: the presser sees why in an alert.
@@ -108,7 +108,7 @@ func (j *job) accept() {
 		j.mu.Unlock()
 		if j.cb != nil {
 			// Progress must not block core's job goroutine.
-			go j.cb.answer(context.Background(), j.lang.Pick("🔄 Rerolling…", "🔄 正在重新生成…"), false)
+			go j.cb.answer(context.Background(), tr(j.lang).T("button.rerolling"), false)
 		}
 	})
 }
@@ -128,7 +128,7 @@ func (j *job) statusMessage() int {
 // Progress implements core.Reporter; it never blocks.
 func (j *job) Progress(p core.Progress) {
 	j.accept()
-	j.status.Set(statusText(p, j.lang))
+	j.status.Set(tr(j.lang).Status(p))
 }
 
 // Deliver implements core.Reporter: it sends the result and then removes the

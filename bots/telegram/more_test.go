@@ -32,9 +32,9 @@ func TestUntrustedTextUntouched(t *testing.T) {
 	}
 	// Core's refusal details carry user text too.
 	e.send(e.tg.PrivateText(alice, "a cat --model <b>*flux_*"))
-	e.waitText(t, alice.ID, "I don't know that model.", "--model <b>*flux_*: stable-diffusion, flux")
+	e.waitText(t, alice.ID, "I don't know the model “<b>*flux_*”. Choose one of: stable-diffusion, flux.")
 	e.send(e.tg.PrivateText(alice, "a cat --bogus_[x]"))
-	e.waitText(t, alice.ID, "One of the options is not valid.", "--bogus_[x]")
+	e.waitText(t, alice.ID, "“--bogus_[x]” is not an option I know", "--model NAME, --ar W:H and --no TEXT")
 	e.noParseMode(t)
 }
 
@@ -112,11 +112,11 @@ func TestHelpAndUsage(t *testing.T) {
 	e.send(e.tg.PrivateText(alice, "--ar 16:9"))
 	e.waitText(t, alice.ID, "Describe the picture you want", "just send the description")
 	e.send(e.tg.PrivateText(alice, "/imagine a cat --ar 16x9"))
-	e.waitText(t, alice.ID, "One of the options is not valid.", "--ar 16x9")
+	e.waitText(t, alice.ID, "“16x9” is not an aspect ratio", "--ar 16:9")
 	e.send(e.tg.PrivateText(alice, "/frobnicate"))
 	e.waitText(t, alice.ID, "I don't know that command")
 	e.send(e.tg.PrivateText(li, "/quota"))
-	e.waitText(t, li.ID, "你在本聊天的额度", "今日剩余：5 / 5")
+	e.waitText(t, li.ID, "你在这里的额度", "今日剩余：5 / 5", "小时")
 	if e.gw.Calls() != 0 {
 		t.Errorf("upstream calls = %d", e.gw.Calls())
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-telegram/bot/models"
 
+	"github.com/imaginebot/imaginebot/bots/catalog"
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -13,13 +14,13 @@ import (
 // options again, charged to whoever pressed it, in that chat's scope, as a
 // reply to the result. The query is always answered.
 func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) {
-	lang := core.LangFromCode(cq.From.LanguageCode)
+	lang := catalog.Match(cq.From.LanguageCode)
 	cb := &callbackAnswer{b: b, id: cq.ID}
 	defer cb.answer(ctx, "", false) // whatever happened, stop the spinner
 
 	key, ok := b.rerollKey(cq.Data)
 	if !ok {
-		cb.answer(ctx, lang.Pick("This button has expired. Send the description again.", "这个按钮已失效，请重新发送描述。"), true)
+		cb.answer(ctx, tr(lang).T("button.expired"), true)
 		return
 	}
 	var chat models.Chat
@@ -35,7 +36,7 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 	}
 	scope := ScopeOf(chat)
 	if scope == "" || cq.From.IsBot {
-		cb.answer(ctx, lang.Pick("I can't reroll here. Send the description again.", "这里无法重新生成，请重新发送描述。"), true)
+		cb.answer(ctx, tr(lang).T("button.no_reroll_here"), true)
 		return
 	}
 	job, err := b.svc.Job(ctx, key)
@@ -48,7 +49,7 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 		if core.ErrorCode(err) != core.CodeNotFound {
 			b.log.Warn("telegram: reroll lookup failed", "job", key, "err", err)
 		}
-		cb.answer(ctx, lang.Pick("I can't find that image any more. Send the description again.", "找不到原来的图片了，请重新发送描述。"), true)
+		cb.answer(ctx, tr(lang).T("button.image_gone"), true)
 		return
 	}
 	req := core.Request{

@@ -9,6 +9,7 @@ import (
 	"github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
 
+	"github.com/imaginebot/imaginebot/bots/catalog"
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
 )
@@ -100,8 +101,7 @@ func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.C
 	if m.From == nil || m.From.IsBot {
 		if m.SenderChat != nil && m.SenderChat.ID == m.Chat.ID && b.addressedToUs(m.Text) {
 			return func(ctx context.Context) {
-				b.replyText(ctx, m, "I can't tell who you are while you post anonymously as the group. Turn off “Remain anonymous” in your admin rights to use me.\n"+
-					"你正以群组身份匿名发言，我无法识别你。请在管理员权限中关闭“保持匿名”后再使用。")
+				b.replyText(ctx, m, anonymousText())
 			}
 		}
 		return nil
@@ -141,9 +141,8 @@ func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.C
 		return nil // another bot's command
 	}
 	return func(ctx context.Context) {
-		lang := core.LangFromCode(m.From.LanguageCode)
-		b.replyText(ctx, m, lang.Pick("I don't know that command. Send me a description to make an image, or see /help.",
-			"没有这个命令。直接发送描述即可生成图片，或查看 /help。"))
+		lang := catalog.Match(m.From.LanguageCode)
+		b.replyText(ctx, m, tr(lang).T("telegram.unknown_command"))
 	}
 }
 
@@ -214,11 +213,11 @@ func (b *Bot) replyText(ctx context.Context, m *models.Message, text string) {
 
 // imagine starts a job from a message: "/imagine <text>" or a private text.
 func (b *Bot) imagine(ctx context.Context, updateID int64, seq uint64, m *models.Message, text string) {
-	lang := core.LangFromCode(m.From.LanguageCode)
+	lang := catalog.Match(m.From.LanguageCode)
 	private := m.Chat.Type == models.ChatTypePrivate
 	cmd, err := core.ParseCommand(text)
 	if err != nil {
-		b.replyText(ctx, m, core.Message(err, lang))
+		b.replyText(ctx, m, tr(lang).Error(err, syntax))
 		return
 	}
 	if strings.TrimSpace(cmd.Prompt) == "" {
@@ -244,7 +243,7 @@ func (b *Bot) imagine(ctx context.Context, updateID int64, seq uint64, m *models
 func (b *Bot) help(ctx context.Context, m *models.Message) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	lang := core.LangFromCode(m.From.LanguageCode)
+	lang := catalog.Match(m.From.LanguageCode)
 	var balp *core.Balance
 	if bal, err := b.svc.Balance(ctx, core.AccountKey{Scope: ScopeOf(m.Chat), User: coreUser(m.From).Key()}); err == nil {
 		balp = &bal

@@ -486,9 +486,11 @@ func (b *Bot) spawn(ctx context.Context, fn func()) bool {
 }
 
 func (b *Bot) setCommands(ctx context.Context) {
-	for _, lang := range []core.Lang{core.English, core.Chinese} {
+	// Telegram's menus take two-letter codes only, so every Chinese user
+	// gets the Simplified menu.
+	for _, lang := range []core.Lang{core.English, core.SimplifiedChinese} {
 		code := ""
-		if lang == core.Chinese {
+		if lang != core.English {
 			code = "zh"
 		}
 		_, err := b.api.SetMyCommands(ctx, &bot.SetMyCommandsParams{Commands: commandList(lang), LanguageCode: code})
@@ -526,7 +528,7 @@ func (b *Bot) NotifyInterrupted(ctx context.Context, jobs []core.Job) {
 			// A notice under way is finished even when the bot is stopping:
 			// cut mid-request, it might arrive unconfirmed and come twice.
 			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), noticeTimeout)
-			err = b.replace(nctx, to, status, core.Message(&core.Error{Code: code}, j.Lang))
+			err = b.replace(nctx, to, status, tr(j.Lang).Error(&core.Error{Code: code}, syntax))
 			cancel()
 		} else {
 			b.log.Warn("telegram: interrupted job without a reply target", "job", j.Key)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/imaginebot/imaginebot/bots/catalog"
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/storage/memory"
 )
@@ -65,7 +66,7 @@ func cmdImagine(ctx context.Context, e env, args []string) error {
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return fmt.Errorf("output directory: %w", err)
 	}
-	lang := core.LangFromCode(e.getenv("LANG"))
+	lang := catalog.Match(e.getenv("LANG"))
 	rep := &cliReporter{w: e.stderr, out: e.stdout, dir: *outDir, lang: lang}
 	started := time.Now()
 	_, err = svc.Imagine(ctx, core.Request{
@@ -91,8 +92,14 @@ type jobError struct {
 	lang core.Lang
 }
 
+// cliSyntax names the flags of `imaginebot imagine` in messages.
+var cliSyntax = catalog.Syntax{
+	Platform: "cli", Help: "imaginebot help", Imagine: "imaginebot imagine", Sep: " ", Prefix: "-",
+	Names: map[string]string{core.OptionModel: "-model", core.OptionAspect: "-ar", core.OptionNegative: "-no"},
+}
+
 func (j jobError) Error() string {
-	msg := core.Message(j.err, j.lang)
+	msg := catalog.For(j.lang).Error(j.err, cliSyntax)
 	if e := core.AsError(j.err); e.Err != nil {
 		msg += "\n  detail: " + e.Err.Error()
 	}
@@ -133,14 +140,10 @@ func (r *cliReporter) Deliver(_ context.Context, d core.Delivery) error {
 
 // progressLine renders a progress event as one line.
 func progressLine(p core.Progress, lang core.Lang) string {
-	if p.Stage == core.StageQueued {
-		return lang.Pick(fmt.Sprintf("queued #%d", p.Position), fmt.Sprintf("排队中 #%d", p.Position))
+	s := catalog.For(lang).Status(core.Progress{Stage: p.Stage, Position: p.Position, Percent: p.Percent, Elapsed: p.Elapsed})
+	if p.Stage != core.StageQueued && p.Percent >= 0 {
+		s += fmt.Sprintf(" (%ds)", int(p.Elapsed.Seconds()))
 	}
-	s := lang.Pick("generating…", "生成中…")
-	if p.Percent >= 0 {
-		s += fmt.Sprintf(" %d%%", p.Percent)
-	}
-	s += fmt.Sprintf(" (%ds)", int(p.Elapsed.Seconds()))
 	if p.Text != "" {
 		s += " " + core.Truncate(strings.ReplaceAll(p.Text, "\n", " "), 80)
 	}

@@ -509,7 +509,7 @@ func (c *Client) outcome(res result) (result, *core.Error, bool) {
 	}
 	switch text := withoutProgress(res.text); {
 	case strings.TrimSpace(res.text) == "":
-		return res, core.Errorf(core.CodeLostInRelay, "upstream: the answer was empty"), false
+		return res, &core.Error{Code: core.CodeLostInRelay, Reason: core.ReasonEmpty, Err: errors.New("upstream: the answer was empty")}, false
 	case res.reasoningOnly || strings.TrimSpace(text) == "":
 		return res, core.Errorf(core.CodeLostInRelay, "upstream: the answer held no image, only progress text: %s", c.excerpt([]byte(res.text))), false
 	default:

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/imaginebot/imaginebot/bots/catalog"
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/fetch"
 	"github.com/imaginebot/imaginebot/core/upstream"
@@ -109,7 +110,7 @@ func TestPipelineSuccess(t *testing.T) {
 			p.gw.Push(tt.reply(p.gw))
 			rep, err := p.imagine(t, "k")
 			if err != nil {
-				t.Fatalf("%v: %s", err, core.Message(err, core.English))
+				t.Fatalf("%v: %s", err, userText(err, core.English))
 			}
 			if len(rep.delivered) != 1 || len(rep.delivered[0].Images) != tt.want {
 				t.Fatalf("delivered %+v", rep.delivered)
@@ -205,7 +206,7 @@ func TestPipelineFailuresRefundAndExplain(t *testing.T) {
 			if tt.is != nil && !errors.Is(err, tt.is) {
 				t.Fatalf("err = %v, want it to wrap %v", err, tt.is)
 			}
-			en, zh := core.Message(err, core.English), core.Message(err, core.Chinese)
+			en, zh := userText(err, core.English), userText(err, core.SimplifiedChinese)
 			if !strings.Contains(en, tt.en) || !strings.Contains(zh, tt.zh) {
 				t.Fatalf("messages lack %q / %q:\n%s\n%s", tt.en, tt.zh, en, zh)
 			}
@@ -224,4 +225,10 @@ func TestPipelineFailuresRefundAndExplain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// userText is what a Telegram user would read for err: these tests check
+// that every upstream failure reads right, not only its code.
+func userText(err error, lang core.Lang) string {
+	return catalog.For(lang).Error(err, catalog.Syntax{Platform: "telegram", Help: "/help", Imagine: "/imagine"})
 }
