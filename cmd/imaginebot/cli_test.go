@@ -69,7 +69,7 @@ func TestImagineCommand(t *testing.T) {
 			t.Fatalf("%s: %v", f, err)
 		}
 	}
-	if !strings.Contains(errOut, "generating") || !strings.Contains(errOut, "done in") {
+	if !strings.Contains(errOut, "Generating") || !strings.Contains(errOut, "done in") {
 		t.Fatalf("no progress on stderr: %q", errOut)
 	}
 	req := gw.Requests()[0]
@@ -96,7 +96,7 @@ func TestImagineCommandFailures(t *testing.T) {
 		{name: "no key", env: map[string]string{}, args: []string{"a cat"}, code: 1, want: []string{"upstream.api_key: is empty; set IMAGINEBOT_UPSTREAM_API_KEY"}},
 		{name: "no prompt", env: map[string]string{"IMAGINEBOT_UPSTREAM_API_KEY": "sk-good"}, args: []string{}, code: 2, want: []string{"give a prompt", "usage: imaginebot imagine"}},
 		{name: "unknown model", env: map[string]string{"IMAGINEBOT_UPSTREAM_API_KEY": "sk-good"}, args: []string{"-model", "dalle", "a cat"}, code: 1,
-			want: []string{"I don't know that model", "stable-diffusion, flux"}},
+			want: []string{"I don't know the model “dalle”", "stable-diffusion, flux"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -190,7 +190,7 @@ func TestQuotaAndBackupCommands(t *testing.T) {
 	if code, _, errOut := runCLI(t, env, "quota", "grant", "telegram:group:-100", "42", "zero"); code != 2 || !strings.Contains(errOut, `"zero" is not a number`) {
 		t.Fatalf("bad count: %d %s", code, errOut)
 	}
-	if code, _, errOut := runCLI(t, env, "quota", "grant", "telegram:group:-100", "42", "0"); code != 1 || !strings.Contains(errOut, "not valid") {
+	if code, _, errOut := runCLI(t, env, "quota", "grant", "telegram:group:-100", "42", "0"); code != 1 || !strings.Contains(errOut, "0 is out of range") {
 		t.Fatalf("zero grant: %d %s", code, errOut)
 	}
 
