@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -29,11 +31,12 @@ const quotaUsage = `quota [-config FILE] [-db PATH] SUBCOMMAND ARGS
 
 SCOPE is telegram:private, telegram:group:<chat id>, discord:guild:<server id> or
 discord:dm; USER is telegram:<user id> or discord:<user id> (a bare number takes the
-scope's platform). The bot must be stopped: the database
-allows one process at a time. Every change is written to the audit log as "cli".`
+scope's platform). While the bot runs, the command goes to it through its admin
+socket (storage.admin_socket); otherwise it opens the database file. The output is the
+same either way, and every change is written to the audit log as "cli".`
 
-// cmdQuota runs moderator operations on the database file through the same
-// core code the chat commands use, acting as the CLI owner.
+// cmdQuota runs moderator operations through the same core code the chat
+// commands use, acting as the CLI owner.
 func cmdQuota(ctx context.Context, e env, args []string) error {
 	fs, cfgPath := newFlags(e, "quota")
 	dbPath := fs.String("db", "", "database file (default: storage.path from the configuration)")
@@ -43,9 +46,7 @@ func cmdQuota(ctx context.Context, e env, args []string) error {
 	if fs.NArg() == 0 {
 		return &usageError{msg: "missing subcommand"}
 	}
-	return withAdmin(ctx, e, *cfgPath, *dbPath, func(svc *core.Service, _ *bolt.DB) error {
-		return quota(ctx, e.stdout, svc, fs.Arg(0), fs.Args()[1:])
-	})
+	return withAdmin(ctx, e, *cfgPath, *dbPath, adminRequest{Op: opQuota, Sub: fs.Arg(0), Args: fs.Args()[1:]})
 }
 
 // cmdBackup writes a consistent copy of the database.
@@ -58,18 +59,17 @@ func cmdBackup(ctx context.Context, e env, args []string) error {
 	if fs.NArg() != 1 {
 		return &usageError{msg: "give the backup file name"}
 	}
-	return withAdmin(ctx, e, *cfgPath, *dbPath, func(_ *core.Service, db *bolt.DB) error {
-		if err := db.BackupFile(fs.Arg(0)); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "backed up %s to %s\n", db.Path(), fs.Arg(0))
-		return nil
-	})
+	path, err := filepath.Abs(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	return withAdmin(ctx, e, *cfgPath, *dbPath, adminRequest{Op: opBackup, Backup: path, BackupName: fs.Arg(0)})
 }
 
-// withAdmin opens the database and a core service without a generator
-// (no jobs run from the CLI) and calls fn.
-func withAdmin(ctx context.Context, e env, cfgPath, dbPath string, fn func(*core.Service, *bolt.DB) error) error {
+// withAdmin runs req in the running bot when it answers on its admin
+// socket; otherwise it opens the database and a core service without a
+// generator (no jobs run from the CLI) and runs req itself.
+func withAdmin(ctx context.Context, e env, cfgPath, dbPath string, req adminRequest) error {
 	cfg, err := loadConfig(e, cfgPath)
 	if err != nil {
 		return err
@@ -82,9 +82,19 @@ func withAdmin(ctx context.Context, e env, cfgPath, dbPath string, fn func(*core
 	if _, err := os.Stat(dbPath); err != nil {
 		return fmt.Errorf("database %s: %w; give -db the bot's storage.path (nothing was created)", dbPath, err)
 	}
+	req.DBName = dbPath
+	if req.DB, err = filepath.Abs(dbPath); err != nil {
+		return err
+	}
+	sock := adminSocketFor(cfg, dbPath)
+	if served, err := askBot(ctx, e.stdout, sock, req); served {
+		return err
+	}
 	log := newLogger(e.stderr, LogConfig{Level: "warn", Format: cfg.Log.Format})
 	db, err := bolt.Open(dbPath, bolt.WithLogger(log))
-	if err != nil {
+	if errors.Is(err, bolt.ErrLocked) {
+		return fmt.Errorf("%w; no bot answered on %s: give -config the running bot's configuration (storage.admin_socket)", err, sock)
+	} else if err != nil {
 		return err
 	}
 	defer db.Close()
@@ -96,7 +106,7 @@ func withAdmin(ctx context.Context, e env, cfgPath, dbPath string, fn func(*core
 	if err != nil {
 		return err
 	}
-	return fn(svc, db)
+	return req.do(ctx, e.stdout, svc, db)
 }
 
 func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args []string) error {

@@ -61,6 +61,12 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	if err != nil {
 		return err // "core: …" already
 	}
+	// The bot holds the ledger: quota and backup from the CLI come through here.
+	admin, err := serveAdmin(cfg.Storage.AdminSocket, svc, db, log)
+	if err != nil {
+		return fmt.Errorf("storage.admin_socket: %w", err)
+	}
+	defer admin.Close()
 	interrupted, err := svc.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover interrupted jobs: %w", err)

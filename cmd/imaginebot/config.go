@@ -83,6 +83,10 @@ type ImagesConfig struct {
 type StorageConfig struct {
 	Path         string        `yaml:"path"`
 	JobRetention time.Duration `yaml:"job_retention"`
+	// AdminSocket is where the running bot takes quota and backup commands.
+	AdminSocket string `yaml:"admin_socket"`
+	// adminSocketDerived: admin_socket was not set and follows path.
+	adminSocketDerived bool
 }
 
 type LogConfig struct {

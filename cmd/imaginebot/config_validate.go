@@ -56,6 +56,9 @@ func (c *Config) applyDefaults() {
 	def(&c.Images.MaxBytes, 20<<20)
 	def(&c.Storage.Path, "imaginebot.db")
 	def(&c.Storage.JobRetention, 90*24*time.Hour)
+	if c.Storage.AdminSocket == "" {
+		c.Storage.AdminSocket, c.Storage.adminSocketDerived = c.Storage.Path+".sock", true
+	}
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
 	t := &c.Telegram
@@ -191,6 +194,13 @@ func (c *Config) validate() []string {
 
 	if c.Storage.Path == "" {
 		p.add("storage.path", "is empty; set the bbolt database file, e.g. /var/lib/imaginebot/imaginebot.db")
+	}
+	if err := checkSocketPath(c.Storage.AdminSocket); err != nil && c.Storage.Path != "" {
+		fix := "set a shorter path, e.g. /run/imaginebot/admin.sock"
+		if c.Storage.adminSocketDerived {
+			fix = "it is storage.path + \".sock\" by default; " + fix
+		}
+		p.add("storage.admin_socket", "%v; %s", err, fix)
 	}
 	if c.Storage.JobRetention < time.Hour {
 		p.add("storage.job_retention", "%s is too short; keep job records at least 1h (default 2160h = 90 days)", c.Storage.JobRetention)

@@ -276,8 +276,8 @@ func (db *DB) Backup(w io.Writer) (int64, error) {
 }
 
 // BackupFile writes a consistent copy to path (mode 0600). The copy is
-// written to a temporary file beside it and renamed, so path never holds a
-// partial backup.
+// written to a temporary file beside it, synced, checked with Verify and
+// renamed, so path never holds a partial or unreadable backup.
 func (db *DB) BackupFile(path string) (err error) {
 	if same, _ := sameFile(path, db.path); same {
 		return fmt.Errorf("bolt: backup to %s: that is the live database", path)
@@ -303,6 +303,11 @@ func (db *DB) BackupFile(path string) (err error) {
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("bolt: backup: %w", err)
+	}
+	// Checked before it takes path: a copy that does not open must not
+	// replace the last good backup.
+	if err := Verify(f.Name()); err != nil {
+		return err
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
 		return fmt.Errorf("bolt: backup: %w", err)
