@@ -47,7 +47,7 @@ const modRoleID = "1700000000000000001"
 // Discord REST API (reached through api_base_url) and, in interactions
 // mode, the signed HTTP endpoint; in gateway mode, the fake websocket.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	dc     *discordtest.Server
 	gw     *upstreamtest.Gateway
 	svc    *core.Service
@@ -63,9 +63,10 @@ type envConfig struct {
 	discord Config
 	opts    []Option
 	paced   bool // Discord's real limits, against a fake that enforces them
+	quiet   bool // logs discarded (memory measurements)
 }
 
-func newEnv(t *testing.T, mode string, mods ...func(*envConfig)) *env {
+func newEnv(t testing.TB, mode string, mods ...func(*envConfig)) *env {
 	t.Helper()
 	gw := upstreamtest.New(t)
 	c := envConfig{
@@ -96,6 +97,9 @@ func newEnv(t *testing.T, mode string, mods ...func(*envConfig)) *env {
 	c.discord.Token, c.discord.ApplicationID, c.discord.APIBaseURL, c.discord.PublicKey = discordtest.Token, discordtest.AppID, dc.URL, signer.PublicKey()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if c.quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
 
 	f := fetch.New(fetch.Config{MaxBytes: 32 << 20, AllowedHosts: []string{"127.0.0.1"}})
 	gen := upstream.New(upstream.Config{BaseURL: gw.URL, APIKey: "sk-test-upstream-key", Retries: -1}, f, upstream.WithLogger(log))

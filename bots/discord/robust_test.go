@@ -1,0 +1,192 @@
+package discord
+
+import (
+	"bytes"
+	"fmt"
+	"image/jpeg"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+
+	"github.com/imaginebot/imaginebot/bots/discord/discordtest"
+	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
+)
+
+// A 429 on the result edit is waited out and the edit made again.
+func TestRateLimitOnEditHonoured(t *testing.T) {
+	e := newEnv(t, ModeInteractions)
+	e.dc.FailNext(discordtest.RouteEditOriginal, discordtest.TooManyRequests(0.3, false))
+	token, _ := e.imagine(t, inGuild(alice, "en-US"), "a fox")
+	res := e.edits(t, token, 1, withFiles)
+	var limited time.Time
+	for _, c := range e.dc.Calls(discordtest.RouteEditOriginal) {
+		if c.Status == 429 {
+			limited = c.Time
+		}
+	}
+	if limited.IsZero() {
+		t.Fatal("the 429 was not served")
+	}
+	if gap := res[0].Time.Sub(limited); gap < 250*time.Millisecond {
+		t.Fatalf("edited again %s after the 429, which asked for 300ms", gap)
+	}
+	if e.balance(t, scope, alice).Used != 1 {
+		t.Fatal("the delivered picture was not charged")
+	}
+}
+
+// A panic in a handler is survived: the user gets an apology, and a panic
+// while delivering refunds the job.
+func TestPanicSurvived(t *testing.T) {
+	var where atomic.Value
+	where.Store("")
+	e := newEnv(t, ModeGateway, func(c *envConfig) {})
+	e.bot.panicHook = func(w string) {
+		if where.Load() == w {
+			where.Store("")
+			panic("injected " + w)
+		}
+	}
+	where.Store("interaction")
+	r := e.send(t, discordtest.Interaction(discordgo.InteractionApplicationCommand, inGuild(alice, "zh-TW"), discordtest.Command(cmdQuota)))
+	if r.Data == nil || !strings.Contains(r.Data.Content, "機器人內部出錯") {
+		t.Fatalf("apology: %+v", r.Data)
+	}
+	where.Store("delivery")
+	token, _ := e.imagine(t, inGuild(alice, "en-US"), "a fox")
+	e.edits(t, token, 1, withText("Something went wrong on my side"))
+	if got := e.balance(t, scope, alice).Used; got != 0 {
+		t.Fatalf("used %d after a panicking delivery, want 0 (refunded)", got)
+	}
+	if !strings.Contains(e.log.String(), "discord: panic") || !strings.Contains(e.log.String(), "goroutine") {
+		t.Fatal("the operator got no stack")
+	}
+	// And the bot goes on.
+	token, _ = e.imagine(t, inGuild(alice, "en-US"), "a fox again")
+	e.edits(t, token, 1, withFiles)
+}
+
+// A job that ends after the interaction token expired is posted in the
+// channel, mentioning only the requester.
+func TestTokenExpiryFallback(t *testing.T) {
+	e := newEnv(t, ModeInteractions)
+	release := make(chan struct{})
+	e.gw.Push(upstreamtest.Wait(release, upstreamtest.JSON(200, upstreamtest.Completion("![img]("+e.gw.ImageURL("a.png")+")"))))
+	e.gw.ServeImage("a.png", "image/png", upstreamtest.PNG(32, 32))
+	token, _ := e.imagine(t, inGuild(alice, "en-US"), "slow fox")
+	e.edits(t, token, 1, withText("Generating"))
+	e.dc.Expire(token)
+	close(release)
+	post := e.dc.WaitCalls(t, discordtest.RouteChannelPost, 1, wait, nil)[0]
+	var m struct {
+		Content         string                           `json:"content"`
+		AllowedMentions discordgo.MessageAllowedMentions `json:"allowed_mentions"`
+		Embeds          []*discordgo.MessageEmbed        `json:"embeds"`
+	}
+	_ = post.Decode(&m)
+	if !strings.HasPrefix(m.Content, "<@"+alice.User.ID+">") || len(m.AllowedMentions.Users) != 1 || m.AllowedMentions.Users[0] != alice.User.ID || len(m.AllowedMentions.Parse) != 0 {
+		t.Fatalf("channel post %s", post.JSON)
+	}
+	if len(post.Files) != 1 || len(m.Embeds) != 1 {
+		t.Fatalf("channel post without the picture: %d files", len(post.Files))
+	}
+	if e.balance(t, scope, alice).Used != 1 {
+		t.Fatal("the delivered picture was not charged")
+	}
+}
+
+// An image over the 10 MiB attachment limit is re-encoded to fit.
+func TestOversizeImageReencoded(t *testing.T) {
+	e := newEnv(t, ModeInteractions)
+	big := upstreamtest.NoisePNG(1900, 1500) // about 11 MiB of noise
+	if len(big) < 10<<20 {
+		t.Fatalf("test picture is only %d bytes", len(big))
+	}
+	e.gw.Push(upstreamtest.JSON(200, upstreamtest.Completion("![img]("+e.gw.ImageURL("big.png")+")")))
+	e.gw.ServeImage("big.png", "image/png", big)
+	token, _ := e.imagine(t, inGuild(alice, "en-US"), "a detailed fox")
+	res := e.edits(t, token, 1, withFiles)[0]
+	f := res.Files[0]
+	if len(f.Data) > DefaultMaxUploadBytes || !strings.HasSuffix(f.Name, ".jpg") {
+		t.Fatalf("uploaded %s of %d bytes", f.Name, len(f.Data))
+	}
+	if _, err := jpeg.Decode(bytes.NewReader(f.Data)); err != nil {
+		t.Fatalf("not a JPEG: %v", err)
+	}
+	t.Logf("%d-byte PNG re-encoded to a %d-byte JPEG", len(big), len(f.Data))
+}
+
+// Progress edits of different interactions go out in parallel: discordgo
+// would hold one bucket mutex for every text-only webhook edit.
+func TestParallelEdits(t *testing.T) {
+	const jobs = 64
+	e := newEnv(t, ModeInteractions, func(c *envConfig) {
+		c.core.Concurrency, c.core.QueueCap, c.core.PerUserJobs = jobs, jobs, jobs
+	})
+	e.dc.SetLatency(discordtest.RouteEditOriginal, 200*time.Millisecond)
+	release := make(chan struct{})
+	e.gw.Handle(upstreamtest.Wait(release, upstreamtest.JSON(200, upstreamtest.Completion("![img]("+e.gw.ImageURL("a.png")+")"))))
+	e.gw.ServeImage("a.png", "image/png", upstreamtest.PNG(16, 16))
+	var wg sync.WaitGroup
+	for i := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u := discordtest.Member(fmt.Sprintf("16000000000001%05d", i), "u", 0)
+			e.imagine(t, inGuild(u, "en-US"), "a fox")
+		}()
+	}
+	wg.Wait()
+	e.dc.WaitCalls(t, discordtest.RouteEditOriginal, jobs, 10*time.Second, withText("Generating"))
+	close(release)
+	e.dc.WaitCalls(t, discordtest.RouteEditOriginal, jobs, 20*time.Second, withFiles)
+	peak := e.dc.PeakInFlight(discordtest.RouteEditOriginal)
+	t.Logf("%d jobs, edits with 200 ms latency: %d in flight at once at most", jobs, peak)
+	if peak < jobs/4 {
+		t.Fatalf("at most %d edits in flight at once: they queue behind each other", peak)
+	}
+}
+
+// 10,000 interactions leave no per-interaction state behind: each has its
+// own token, which discordgo would keep a rate-limit bucket for forever.
+// Half are /imagine (refused by the quota after building the job's
+// reporter and status), half /quota.
+func TestMemoryOverManyInteractions(t *testing.T) {
+	e := newEnv(t, ModeInteractions, func(c *envConfig) { c.core.Quotas.DefaultDaily, c.quiet = 0, true })
+	h := e.bot.InteractionsHandler(t.Context())
+	run := func(n int) {
+		for i := range n {
+			data := discordtest.Command(cmdQuota)
+			if i%2 == 0 {
+				data = discordtest.Command(cmdImagine, discordtest.String(optPrompt, "a fox"))
+			}
+			body := discordtest.Interaction(discordgo.InteractionApplicationCommand, inGuild(alice, "en-US"), data)
+			rec := newRecorder()
+			h.ServeHTTP(rec, e.signer.Request("http://bot/discord/interactions", body, time.Now()))
+			if rec.code != 200 {
+				t.Fatalf("answered %d", rec.code)
+			}
+		}
+	}
+	run(500) // warm up
+	before := heap()
+	run(10_000)
+	after := heap()
+	t.Logf("heap before %d KiB, after 10,000 interactions %d KiB", before>>10, after>>10)
+	if after > before+1<<20 {
+		t.Fatalf("heap grew by %d KiB over 10,000 interactions", (after-before)>>10)
+	}
+}
+
+func heap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
