@@ -15,14 +15,23 @@ import (
 
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/core/fetch"
 )
 
-// Callback data prefixes: "rr:<job key>", or "rh:<token>" for keys too long
-// for Telegram's 64 bytes (the token maps back in memory).
-const (
-	rerollPrefix     = "rr:"
-	rerollHashPrefix = "rh:"
+// buttonKind is what a button does. Its callback data is plain+<job key>,
+// or hashed+<token> for keys too long for Telegram's 64 bytes (the token
+// maps back in memory, shared by every kind).
+type buttonKind struct{ plain, hashed string }
+
+var (
+	rerollButton = buttonKind{plain: "rr:", hashed: "rh:"}
+	cancelButton = buttonKind{plain: "cx:", hashed: "ch:"}
 )
+
+// of reports whether data belongs to a button of this kind.
+func (k buttonKind) of(data string) bool {
+	return strings.HasPrefix(data, k.plain) || strings.HasPrefix(data, k.hashed)
+}
 
 // keyboard is an inline keyboard of callback buttons. The library's button
 // type always sends an empty copy_text object; this sends only what is set.
@@ -35,30 +44,34 @@ type callbackButton struct {
 	CallbackData string `json:"callback_data"`
 }
 
-// rerollData is the callback data of a job's reroll button (≤ 64 bytes).
-func (b *Bot) rerollData(key string) string {
-	if data := rerollPrefix + key; len(data) <= maxCallbackLen {
+// noKeyboard removes a message's buttons when it is edited.
+var noKeyboard = &keyboard{InlineKeyboard: [][]callbackButton{}}
+
+// buttonData is the callback data of a job's button of kind k (≤ 64 bytes).
+func (b *Bot) buttonData(k buttonKind, key string) string {
+	if data := k.plain + key; len(data) <= maxCallbackLen {
 		return data
 	}
 	sum := sha256.Sum256([]byte(key))
 	tok := base64.RawURLEncoding.EncodeToString(sum[:15])
-	b.rerolls.Put(tok, key, 0)
-	return rerollHashPrefix + tok
+	b.buttonKeys.Put(tok, key, 0)
+	return k.hashed + tok
 }
 
-// rerollKey maps callback data back to a job key.
-func (b *Bot) rerollKey(data string) (string, bool) {
-	if key, ok := strings.CutPrefix(data, rerollPrefix); ok && key != "" {
+// buttonKey maps callback data of kind k back to a job key.
+func (b *Bot) buttonKey(k buttonKind, data string) (string, bool) {
+	if key, ok := strings.CutPrefix(data, k.plain); ok && key != "" {
 		return key, true
 	}
-	if tok, ok := strings.CutPrefix(data, rerollHashPrefix); ok {
-		return b.rerolls.Get(tok)
+	if tok, ok := strings.CutPrefix(data, k.hashed); ok {
+		return b.buttonKeys.Get(tok)
 	}
 	return "", false
 }
 
-func (b *Bot) rerollKeyboard(key string, lang core.Lang) *keyboard {
-	return &keyboard{InlineKeyboard: [][]callbackButton{{{Text: tr(lang).T("button.reroll"), CallbackData: b.rerollData(key)}}}}
+// jobKeyboard is one button of kind k for the job key.
+func (b *Bot) jobKeyboard(k buttonKind, key, text string) *keyboard {
+	return &keyboard{InlineKeyboard: [][]callbackButton{{{Text: text, CallbackData: b.buttonData(k, key)}}}}
 }
 
 func replyParams(to target) *models.ReplyParameters {
@@ -91,7 +104,7 @@ func (b *Bot) sendText(ctx context.Context, to target, class pace.Class, text st
 // deliver sends a finished job's images as a reply. It returns nil only
 // when the user got them (or a link to them).
 func (b *Bot) deliver(ctx context.Context, to target, lang core.Lang, d core.Delivery) error {
-	kb := b.rerollKeyboard(d.Job.Key, lang)
+	kb := b.jobKeyboard(rerollButton, d.Job.Key, tr(lang).T("button.reroll"))
 	switch len(d.Images) {
 	case 0:
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: errors.New("telegram: nothing to deliver")}
@@ -153,7 +166,8 @@ func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt str
 }
 
 // sendLink sends the image's address instead of the image. Images that came
-// as data URIs have none: then the delivery failed (core refunds).
+// as data URIs have none, and an address on the operator's network is no
+// use to users and must not leak: then the delivery failed (core refunds).
 func (b *Bot) sendLink(ctx context.Context, to target, img core.Image, capt string, markup any, cause error) error {
 	fail := func(err error) error {
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("telegram: deliver: %s", b.redact(err))}
@@ -161,6 +175,9 @@ func (b *Bot) sendLink(ctx context.Context, to target, img core.Image, capt stri
 	link := img.Source
 	if link == "" || utf16Len(link) > maxMessageLen-200 {
 		return fail(cause)
+	}
+	if !fetch.Shareable(link, b.cfg.PrivateHosts) {
+		return fail(fmt.Errorf("%s; the image's link is not public", b.redact(cause)))
 	}
 	text := fit(capt, maxMessageLen-utf16Len(link)-4) + "\n\n🔗 " + link
 	err := b.send(ctx, to, pace.Result, 1, func(ctx context.Context) error {

@@ -57,6 +57,9 @@ type envConfig struct {
 	// paced runs the adapter with Telegram's real send limits, against a
 	// fake Bot API that enforces them.
 	paced bool
+	// cdn, when set, is a public-looking host whose https URLs the fake
+	// gateway serves, as a gateway handing out CDN links would.
+	cdn string
 }
 
 func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
@@ -99,7 +102,11 @@ func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	f := fetch.New(fetch.Config{MaxBytes: 32 << 20, AllowedHosts: []string{"127.0.0.1"}})
-	gen := upstream.New(upstream.Config{BaseURL: gw.URL, APIKey: "sk-test-upstream-key", Retries: -1}, f, upstream.WithLogger(log))
+	var fetcher upstream.Fetcher = f
+	if c.cdn != "" {
+		fetcher = cdnFetcher{f: f, prefix: "https://" + c.cdn, gateway: gw.URL}
+	}
+	gen := upstream.New(upstream.Config{BaseURL: gw.URL, APIKey: "sk-test-upstream-key", Retries: -1}, fetcher, upstream.WithLogger(log))
 	svc, err := core.NewService(c.core, memory.New(), gen, core.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +185,23 @@ func (e *env) noParseMode(t testing.TB) {
 			t.Errorf("%s sent parse_mode %q", c.Method, c.Field("parse_mode"))
 		}
 	}
+}
+
+// cdnFetcher downloads the CDN's URLs from the fake gateway (tests cannot
+// reach public hosts) and keeps the URL the gateway gave as the source.
+type cdnFetcher struct {
+	f               upstream.Fetcher
+	prefix, gateway string
+}
+
+func (c cdnFetcher) Fetch(ctx context.Context, ref string) (core.Image, error) {
+	rest, ok := strings.CutPrefix(ref, c.prefix)
+	if !ok {
+		return c.f.Fetch(ctx, ref)
+	}
+	img, err := c.f.Fetch(ctx, c.gateway+rest)
+	img.Source = ref
+	return img, err
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

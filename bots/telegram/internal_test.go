@@ -209,7 +209,7 @@ func TestCaptionFits(t *testing.T) {
 	}
 }
 
-func TestRerollData(t *testing.T) {
+func TestButtonData(t *testing.T) {
 	b := testBot(t)
 	keys := []string{
 		"telegram:update:123456789",
@@ -217,21 +217,38 @@ func TestRerollData(t *testing.T) {
 		"telegram:callback:" + strings.Repeat("9", 64),
 		"discord:interaction:" + strings.Repeat("x", 100),
 	}
-	for _, key := range keys {
-		data := b.rerollData(key)
-		if len(data) > maxCallbackLen {
-			t.Errorf("callback data for %q is %d bytes: %q", key, len(data), data)
-		}
-		got, ok := b.rerollKey(data)
-		if !ok || got != key {
-			t.Errorf("rerollKey(%q) = %q, %t; want %q", data, got, ok, key)
-		}
+	kinds := []struct {
+		name        string
+		kind, other buttonKind
+	}{
+		{"reroll", rerollButton, cancelButton},
+		{"cancel", cancelButton, rerollButton},
 	}
-	if _, ok := b.rerollKey("rh:unknown-token"); ok {
-		t.Error("an unknown short token resolved")
-	}
-	if _, ok := b.rerollKey("something else"); ok {
-		t.Error("foreign callback data resolved")
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			for _, key := range keys {
+				data := b.buttonData(k.kind, key)
+				if len(data) > maxCallbackLen {
+					t.Errorf("callback data for %q is %d bytes: %q", key, len(data), data)
+				}
+				got, ok := b.buttonKey(k.kind, data)
+				if !ok || got != key || !k.kind.of(data) {
+					t.Errorf("buttonKey(%q) = %q, %t; want %q", data, got, ok, key)
+				}
+				if k.other.of(data) {
+					t.Errorf("%q is taken for another kind of button", data)
+				}
+				if _, ok := b.buttonKey(k.other, data); ok {
+					t.Errorf("%q resolved as another kind of button", data)
+				}
+			}
+			if _, ok := b.buttonKey(k.kind, k.kind.hashed+"unknown-token"); ok {
+				t.Error("an unknown short token resolved")
+			}
+			if _, ok := b.buttonKey(k.kind, "something else"); ok || k.kind.of("something else") {
+				t.Error("foreign callback data resolved")
+			}
+		})
 	}
 }
 

@@ -65,8 +65,9 @@ func (j *job) end(ctx context.Context, req core.Request, err error) {
 func (b *Bot) replace(ctx context.Context, to target, statusID int, text string) error {
 	if statusID != 0 {
 		err := b.send(ctx, to, pace.Reply, 1, func(ctx context.Context) error {
+			// The status's ✖ button goes: the job is over.
 			_, err := b.api.EditMessageText(ctx, &bot.EditMessageTextParams{ChatID: to.chat, MessageID: statusID,
-				Text: fit(text, maxMessageLen), LinkPreviewOptions: noPreview()})
+				Text: fit(text, maxMessageLen), LinkPreviewOptions: noPreview(), ReplyMarkup: noKeyboard})
 			return err
 		})
 		if err == nil {
@@ -153,16 +154,17 @@ func (j *job) Deliver(ctx context.Context, d core.Delivery) error {
 	return nil
 }
 
-// showStatus sends the status message, or edits it; the budget was taken by
-// the caller. The message is stored with the job so that a crash leaves no
-// "generating…" behind: recovery turns it into the apology.
+// showStatus sends the status message, or edits it, with its ✖ Cancel
+// button; the budget was taken by the caller. The message is stored with
+// the job so that a crash leaves no "generating…" behind: recovery turns it
+// into the apology.
 func (j *job) showStatus(ctx context.Context, text string) error {
 	id := j.statusMessage()
 	var err error
 	if id == 0 {
 		m, serr := j.b.api.SendMessage(ctx, &bot.SendMessageParams{ChatID: j.to.chat, MessageThreadID: j.to.thread,
 			Text: fit(text, maxMessageLen), ReplyParameters: replyParams(j.to), LinkPreviewOptions: noPreview(),
-			AllowPaidBroadcast: j.b.paid})
+			ReplyMarkup: j.b.cancelKeyboard(j.key, j.lang), AllowPaidBroadcast: j.b.paid})
 		if err = serr; err == nil {
 			j.mu.Lock()
 			j.statusID = m.ID
@@ -173,8 +175,9 @@ func (j *job) showStatus(ctx context.Context, text string) error {
 			}
 		}
 	} else {
+		// An edit without reply_markup would drop the ✖ button.
 		_, err = j.b.api.EditMessageText(ctx, &bot.EditMessageTextParams{ChatID: j.to.chat, MessageID: id,
-			Text: fit(text, maxMessageLen), LinkPreviewOptions: noPreview()})
+			Text: fit(text, maxMessageLen), LinkPreviewOptions: noPreview(), ReplyMarkup: j.b.cancelKeyboard(j.key, j.lang)})
 		if err != nil && strings.Contains(err.Error(), "message is not modified") {
 			err = nil
 		}

@@ -195,9 +195,14 @@ func TestDeliveryFallbacks(t *testing.T) {
 		}
 	})
 	t.Run("link", func(t *testing.T) {
-		e := newEnv(t, func(c *envConfig) { c.telegram.MaxPhotoBytes, c.telegram.MaxDocumentBytes = 10, 20 })
+		e := newEnv(t, func(c *envConfig) {
+			c.telegram.MaxPhotoBytes, c.telegram.MaxDocumentBytes = 10, 20
+			c.cdn = "cdn.example.net"
+		})
+		link := "https://cdn.example.net/img/default.png?sig=a%2Fb%3D"
+		e.gw.Push(upstreamtest.JSON(200, upstreamtest.Completion("![a]("+link+")")))
 		e.send(e.tg.PrivateText(alice, "a forest"))
-		msg := e.waitText(t, alice.ID, "a forest", "🔗 "+e.gw.ImageURL("default.png"))
+		msg := e.waitText(t, alice.ID, "a forest", "🔗 "+link)
 		if len(msg.CallbackData()) != 1 || len(e.tg.Calls("sendPhoto"))+len(e.tg.Calls("sendDocument")) != 0 {
 			t.Errorf("link message buttons %q; uploads were tried", msg.CallbackData())
 		}
@@ -206,6 +211,40 @@ func TestDeliveryFallbacks(t *testing.T) {
 			t.Errorf("a link counts as delivered: used %d", bal.Used)
 		}
 	})
+	// A link to the operator's network is useless to users and leaks the
+	// address: the delivery fails and is refunded instead.
+	for _, tt := range []struct {
+		name, cdn string
+		private   []string
+	}{
+		{"private gateway link", "", []string{"127.0.0.1"}},
+		{"private host name", "images.corp.example", []string{"images.corp.example"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *envConfig) {
+				c.telegram.MaxPhotoBytes, c.telegram.MaxDocumentBytes = 10, 20
+				c.telegram.PrivateHosts = tt.private
+				c.cdn = tt.cdn
+			})
+			if tt.cdn != "" {
+				e.gw.Push(upstreamtest.JSON(200, upstreamtest.Completion("![a](https://"+tt.cdn+"/img/a.png)")))
+			}
+			upd := e.send(e.tg.PrivateText(alice, "a harbour"))
+			e.waitText(t, alice.ID, "couldn't send it here", "your quota was refunded")
+			for _, c := range e.tg.Texts(alice.ID) {
+				if strings.Contains(c.Text(), "🔗") || strings.Contains(c.Text(), "127.0.0.1") || strings.Contains(c.Text(), "corp.example") {
+					t.Errorf("%s sent the private link: %q", c.Method, c.Text())
+				}
+			}
+			j, err := e.svc.Job(context.Background(), "telegram:update:"+itoa(upd.ID))
+			if err != nil || j.State != core.JobRefunded || j.Outcome != core.CodeDeliveryFailed {
+				t.Errorf("job %s / %s (%v), want refunded after a failed delivery", j.State, j.Outcome, err)
+			}
+			if bal := e.balance(t, telegram.ScopePrivate, alice); bal.Used != 0 {
+				t.Errorf("used %d after a failed delivery", bal.Used)
+			}
+		})
+	}
 	t.Run("data URI without a link", func(t *testing.T) {
 		e := newEnv(t, func(c *envConfig) { c.telegram.MaxPhotoBytes, c.telegram.MaxDocumentBytes = 10, 20 })
 		uri := "data:image/png;base64," + base64.StdEncoding.EncodeToString(upstreamtest.PNG(16, 16))
@@ -287,6 +326,11 @@ func (f *fakeService) Abandon(uint64) {}
 func (f *fakeService) Notified(context.Context, string) error { return nil }
 
 func (f *fakeService) NoteStatus(context.Context, string, string) error { return nil }
+
+// Cancel finds nothing to cancel: the fake's jobs end on their own.
+func (f *fakeService) Cancel(context.Context, core.Actor, string) error {
+	return &core.Error{Code: core.CodeNotFound}
+}
 
 func runFake(t *testing.T, tg *telegramtest.Server, svc *fakeService, interval time.Duration) *telegram.Bot {
 	t.Helper()

@@ -18,22 +18,12 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 	cb := &callbackAnswer{b: b, id: cq.ID}
 	defer cb.answer(ctx, "", false) // whatever happened, stop the spinner
 
-	key, ok := b.rerollKey(cq.Data)
+	key, ok := b.buttonKey(rerollButton, cq.Data)
 	if !ok {
 		cb.answer(ctx, tr(lang).T("button.expired"), true)
 		return
 	}
-	var chat models.Chat
-	var to target
-	switch m := cq.Message; {
-	case m.Message != nil:
-		chat = m.Message.Chat
-		to = replyTarget(m.Message)
-	case m.InaccessibleMessage != nil && m.InaccessibleMessage.Chat.ID != 0:
-		// Too old for Telegram to show us; its chat and id still work.
-		chat = m.InaccessibleMessage.Chat
-		to = target{chat: chat.ID, msg: m.InaccessibleMessage.MessageID}
-	}
+	chat, to := pressedOn(cq)
 	scope := ScopeOf(chat)
 	if scope == "" || cq.From.IsBot {
 		cb.answer(ctx, tr(lang).T("button.no_reroll_here"), true)
@@ -64,6 +54,20 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 		ReplyTo: to.replyTo(),
 	}
 	b.runJob(ctx, req, to, cb)
+}
+
+// pressedOn is the chat and message whose button cq pressed; the zero chat
+// when Telegram sent neither.
+func pressedOn(cq *models.CallbackQuery) (models.Chat, target) {
+	switch m := cq.Message; {
+	case m.Message != nil:
+		return m.Message.Chat, replyTarget(m.Message)
+	case m.InaccessibleMessage != nil && m.InaccessibleMessage.Chat.ID != 0:
+		// Too old for Telegram to show us; its chat and id still work.
+		chat := m.InaccessibleMessage.Chat
+		return chat, target{chat: chat.ID, msg: m.InaccessibleMessage.MessageID}
+	}
+	return models.Chat{}, target{}
 }
 
 // sameChat reports whether job was made in chat (its reply target's chat).

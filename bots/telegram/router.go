@@ -72,6 +72,9 @@ func (b *Bot) route(upd *models.Update) func(ctx context.Context) {
 	case upd.CallbackQuery != nil:
 		cq := upd.CallbackQuery
 		b.remember(&cq.From)
+		if cancelButton.of(cq.Data) {
+			return func(ctx context.Context) { b.cancel(ctx, cq) } // starts no job: no arrival
+		}
 		return b.arrival(func(ctx context.Context, seq uint64) { b.reroll(ctx, cq, seq) })
 	}
 	return nil

@@ -66,6 +66,10 @@ type Config struct {
 	MaxDocumentBytes int64         // bigger images go as links
 	WebhookURL       string        // "" = long polling
 	WebhookSecret    string        // required in webhook mode: 1–256 of A–Z a–z 0–9 _ -
+	// PrivateHosts are the image hosts on the operator's own network (the
+	// fetcher's allowed private hosts: names, IPs, CIDRs). A link to one
+	// of them, or to any private address, is never sent to users.
+	PrivateHosts []string
 	// MaxHandlers bounds the updates handled at once (a job's update until
 	// core took or refused it; a command until answered). Past it, intake
 	// waits: long polling stops fetching (Telegram keeps the updates) and
@@ -161,6 +165,7 @@ type Service interface {
 	NoteStatus(ctx context.Context, key, ref string) error
 	Balance(ctx context.Context, k core.AccountKey) (core.Balance, error)
 	Job(ctx context.Context, key string) (core.Job, error)
+	Cancel(ctx context.Context, actor core.Actor, key string) error
 	Models() []core.Model
 	Limits() core.Config
 
@@ -268,8 +273,9 @@ type Bot struct {
 	paid    bool         // allow_paid_broadcast: the budget is above Telegram's free 30/s
 	users   *userIndex
 	admins  *lru[[2]int64, bool]
-	rerolls *lru[string, string] // short callback token → job key
-	seen    *lru[int64, bool]    // recent update ids: a redelivered update runs once
+	// buttonKeys maps the short tokens of long keys' buttons to job keys.
+	buttonKeys *lru[string, string]
+	seen       *lru[int64, bool] // recent update ids: a redelivered update runs once
 
 	slots chan struct{} // one per update being handled (Config.MaxHandlers)
 
@@ -316,7 +322,7 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 	b.paid = cfg.MessagesPerSecond > DefaultMessagesPerSecond
 	b.users = newUserIndex(10000)
 	b.admins = newLRU[[2]int64, bool](4096, b.now)
-	b.rerolls = newLRU[string, string](4096, b.now)
+	b.buttonKeys = newLRU[string, string](4096, b.now)
 	b.seen = newLRU[int64, bool](4096, b.now)
 
 	api, err := bot.New(cfg.Token,
