@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imaginebot/imaginebot/bots/discord"
 	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/upstream"
@@ -72,25 +73,42 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 		return fmt.Errorf("recover interrupted jobs: %w", err)
 	}
 
-	tg, err := telegram.New(telegram.Config{
-		Token:            cfg.Telegram.Token,
-		APIBaseURL:       cfg.Telegram.APIBaseURL,
-		Owners:           cfg.Telegram.Owners,
-		PollTimeout:      cfg.Telegram.PollTimeout,
-		ProgressInterval: cfg.Telegram.ProgressInterval,
-		MaxPhotoBytes:    int64(cfg.Telegram.MaxPhotoBytes),
-		MaxDocumentBytes: int64(cfg.Telegram.MaxDocumentBytes),
-		WebhookURL:       cfg.Telegram.Webhook.URL,
-		WebhookSecret:    cfg.Telegram.Webhook.SecretToken,
-		// Updates being checked and reserved at once: enough to fill a
-		// ledger group commit and every upstream slot.
-		MaxHandlers:       telegram.DefaultMaxHandlers + coreCfg.Concurrency,
-		MessagesPerSecond: cfg.Telegram.MessagesPerSecond,
-		// Results, status edits, long polls and commands in flight at once.
-		Connections: coreCfg.Concurrency + 16,
-	}, svc, telegram.WithLogger(log), telegram.WithMetrics(m.platform("telegram")))
-	if err != nil {
-		return err // "telegram: …" already
+	// Each platform runs when it is configured; validateRun made sure one is.
+	var tg *telegram.Bot
+	if cfg.Telegram.Token != "" {
+		tg, err = telegram.New(telegram.Config{
+			Token:            cfg.Telegram.Token,
+			APIBaseURL:       cfg.Telegram.APIBaseURL,
+			Owners:           cfg.Telegram.Owners,
+			PollTimeout:      cfg.Telegram.PollTimeout,
+			ProgressInterval: cfg.Telegram.ProgressInterval,
+			MaxPhotoBytes:    int64(cfg.Telegram.MaxPhotoBytes),
+			MaxDocumentBytes: int64(cfg.Telegram.MaxDocumentBytes),
+			WebhookURL:       cfg.Telegram.Webhook.URL,
+			WebhookSecret:    cfg.Telegram.Webhook.SecretToken,
+			PrivateHosts:     cfg.Images.AllowPrivateHosts,
+			// Updates being checked and reserved at once: enough to fill a
+			// ledger group commit and every upstream slot.
+			MaxHandlers:       telegram.DefaultMaxHandlers + coreCfg.Concurrency,
+			MessagesPerSecond: cfg.Telegram.MessagesPerSecond,
+			// Results, status edits, long polls and commands in flight at once.
+			Connections: coreCfg.Concurrency + 16,
+		}, svc, telegram.WithLogger(log), telegram.WithMetrics(m.platform("telegram")))
+		if err != nil {
+			return err // "telegram: …" already
+		}
+	}
+	var dc *discord.Bot
+	if d := cfg.Discord; d.Token != "" {
+		dc, err = discord.New(discord.Config{
+			Token: d.Token, ApplicationID: d.ApplicationID, PublicKey: d.PublicKey, Mode: d.Mode,
+			APIBaseURL: d.APIBaseURL, Guilds: d.Guilds, Owners: d.Owners, ModeratorRoles: d.ModeratorRoles,
+			AllowDMs: d.AllowDMs, ProgressInterval: d.ProgressInterval, MaxUploadBytes: int64(d.MaxUploadBytes),
+			Connections: coreCfg.Concurrency + 16,
+		}, svc, discord.WithLogger(log), discord.WithMetrics(m.platform("discord")))
+		if err != nil {
+			return err // "discord: …" already
+		}
 	}
 
 	var ln net.Listener
@@ -105,20 +123,29 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	botCtx, stopBots := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBots()
 	g, gctx := errgroup.WithContext(botCtx)
-	g.Go(func() error { return tg.Run(gctx) })
+	var checks []readiness
+	checks = append(checks, readiness{"ledger", func(ctx context.Context) error { return db.View(ctx, func(core.Tx) error { return nil }) }})
+	if tg != nil {
+		g.Go(func() error { return tg.Run(gctx) })
+		checks = append(checks, readiness{"telegram", func(context.Context) error { return tg.Ready() }})
+	}
+	if dc != nil {
+		g.Go(func() error { return dc.Run(gctx) })
+		checks = append(checks, readiness{"discord", func(context.Context) error { return dc.Ready() }})
+	}
+	checks = append(checks, readiness{"gateway", gen.Ready})
 	var srv *http.Server
 	if ln != nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", healthz)
-		mux.HandleFunc("GET /readyz", readyz([]readiness{
-			{"ledger", func(ctx context.Context) error { return db.View(ctx, func(core.Tx) error { return nil }) }},
-			{"telegram", func(context.Context) error { return tg.Ready() }},
-			{"gateway", gen.Ready},
-		}))
+		mux.HandleFunc("GET /readyz", readyz(checks))
 		m.watch(svc)
 		mux.Handle("GET /metrics", m.handler())
-		if cfg.Telegram.Webhook.URL != "" {
+		if tg != nil && cfg.Telegram.Webhook.URL != "" {
 			mux.Handle(cfg.Telegram.Webhook.Path, tg.WebhookHandler())
+		}
+		if dc != nil && cfg.Discord.Mode == discord.ModeInteractions {
+			mux.Handle(cfg.Discord.InteractionsPath, dc.InteractionsHandler(gctx))
 		}
 		// Webhook updates and interactions are small: a client that dawdles
 		// over one, or idles on a kept-alive connection, is cut off.
@@ -131,9 +158,15 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 			return nil
 		})
 	}
-	if jobs := platformJobs(interrupted, core.PlatformTelegram); len(jobs) > 0 {
+	if jobs := platformJobs(interrupted, core.PlatformTelegram); len(jobs) > 0 && tg != nil {
 		g.Go(func() error {
 			tg.NotifyInterrupted(gctx, jobs)
+			return nil
+		})
+	}
+	if jobs := platformJobs(interrupted, core.PlatformDiscord); len(jobs) > 0 && dc != nil {
+		g.Go(func() error {
+			dc.NotifyInterrupted(gctx, jobs)
 			return nil
 		})
 	}
@@ -141,8 +174,14 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	if ln != nil {
 		addr = ln.Addr().String()
 	}
-	log.Info("imaginebot started", "version", version, "db", cfg.Storage.Path, "models", len(cfg.Models),
-		"telegram", map[bool]string{true: "webhook", false: "long polling"}[cfg.Telegram.Webhook.URL != ""], "http", addr)
+	platforms := []any{}
+	if tg != nil {
+		platforms = append(platforms, "telegram", map[bool]string{true: "webhook", false: "long polling"}[cfg.Telegram.Webhook.URL != ""])
+	}
+	if dc != nil {
+		platforms = append(platforms, "discord", cfg.Discord.Mode)
+	}
+	log.Info("imaginebot started", append([]any{"version", version, "db", cfg.Storage.Path, "models", len(cfg.Models), "http", addr}, platforms...)...)
 	if ready != nil {
 		ready(addr)
 	}
@@ -169,10 +208,17 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	// Replies the adapter was still sending (a last error message, say).
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
-	if err := tg.Wait(wctx); err != nil {
-		// Every job is settled in the ledger by now; what is left is telling
-		// users, which Telegram's per-chat limits can make slow.
-		log.Warn("stopped before every reply was sent", "err", err)
+	// Every job is settled in the ledger by now; what is left is telling
+	// users, which the platforms' per-chat limits can make slow.
+	if tg != nil {
+		if err := tg.Wait(wctx); err != nil {
+			log.Warn("stopped before every Telegram reply was sent", "err", err)
+		}
+	}
+	if dc != nil {
+		if err := dc.Wait(wctx); err != nil {
+			log.Warn("stopped before every Discord reply was sent", "err", err)
+		}
 	}
 	log.Info("stopped")
 	return errors.Join(gerr, serr)

@@ -30,6 +30,7 @@ type Config struct {
 	Log          LogConfig      `yaml:"log"`
 	HTTP         HTTPConfig     `yaml:"http"`
 	Telegram     TelegramConfig `yaml:"telegram"`
+	Discord      DiscordConfig  `yaml:"discord"`
 }
 
 type UpstreamConfig struct {
@@ -118,6 +119,21 @@ type TelegramWebhook struct {
 	Path        string `yaml:"path"`
 }
 
+type DiscordConfig struct {
+	Token            string        `yaml:"token"`
+	ApplicationID    string        `yaml:"application_id"`
+	PublicKey        string        `yaml:"public_key"`
+	Mode             string        `yaml:"mode"`
+	APIBaseURL       string        `yaml:"api_base_url"`
+	Guilds           []string      `yaml:"guilds"`
+	Owners           []string      `yaml:"owners"`
+	ModeratorRoles   []string      `yaml:"moderator_roles"`
+	AllowDMs         bool          `yaml:"allow_dms"`
+	InteractionsPath string        `yaml:"interactions_path"`
+	ProgressInterval time.Duration `yaml:"progress_interval"`
+	MaxUploadBytes   ByteSize      `yaml:"max_upload_bytes"`
+}
+
 // envSecrets maps environment variables to the keys they set. The
 // environment wins over the file, so a file can be shared without secrets.
 func envSecrets(c *Config) map[string]*string {
@@ -134,6 +150,11 @@ func envSecrets(c *Config) map[string]*string {
 		"IMAGINEBOT_LOG_LEVEL":               &c.Log.Level,
 		"IMAGINEBOT_QUOTAS_TIME_ZONE":        &c.Quotas.TimeZone,
 		"IMAGINEBOT_DEFAULT_MODEL":           &c.DefaultModel,
+		"IMAGINEBOT_DISCORD_TOKEN":           &c.Discord.Token,
+		"IMAGINEBOT_DISCORD_APPLICATION_ID":  &c.Discord.ApplicationID,
+		"IMAGINEBOT_DISCORD_PUBLIC_KEY":      &c.Discord.PublicKey,
+		"IMAGINEBOT_DISCORD_API_BASE_URL":    &c.Discord.APIBaseURL,
+		"IMAGINEBOT_DISCORD_MODE":            &c.Discord.Mode,
 	}
 }
 
@@ -211,7 +232,7 @@ func LoadConfig(path string, getenv func(string) string, warn func(string), chec
 func literalSecrets(data []byte) bool {
 	var raw Config
 	_ = yaml.Unmarshal(data, &raw) // problems are reported by the real decode
-	for _, v := range []string{raw.Upstream.APIKey, raw.Upstream.UserIDSecret, raw.Telegram.Token, raw.Telegram.Webhook.SecretToken} {
+	for _, v := range []string{raw.Upstream.APIKey, raw.Upstream.UserIDSecret, raw.Telegram.Token, raw.Telegram.Webhook.SecretToken, raw.Discord.Token} {
 		if v != "" && !envRefRe.MatchString(v) {
 			return true
 		}

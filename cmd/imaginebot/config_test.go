@@ -162,7 +162,7 @@ telegram:
 		`telegram.owners[1]: "bob" is not a whole number`,
 		`telegram.poll_timeout: "50x" is not a duration`,
 		`upstream.api_key: is empty`,
-		`telegram.token: is empty`,
+		`no chat platform is enabled`,
 	} {
 		if !strings.Contains(msg, w) {
 			t.Errorf("missing %q in:\n%s", w, msg)
@@ -192,7 +192,7 @@ telegram:
 		t.Fatalf("upstream = %+v", cfg.Upstream)
 	}
 	p := cfg.validateRun()
-	if len(p) != 1 || !strings.Contains(p[0], "telegram.token: is empty") || !strings.Contains(p[0], "IMAGINEBOT_TELEGRAM_TOKEN") {
+	if len(p) != 1 || !strings.Contains(p[0], "no chat platform is enabled") || !strings.Contains(p[0], "IMAGINEBOT_TELEGRAM_TOKEN") || !strings.Contains(p[0], "IMAGINEBOT_DISCORD_TOKEN") {
 		t.Fatalf("run problems = %v", p)
 	}
 }
@@ -330,5 +330,46 @@ func TestSecretsFromFiles(t *testing.T) {
 	_, err = LoadConfig("", envMap(map[string]string{"IMAGINEBOT_TELEGRAM_TOKEN_FILE": filepath.Join(dir, "missing")}), func(string) {})
 	if err == nil || !strings.Contains(err.Error(), "IMAGINEBOT_TELEGRAM_TOKEN_FILE:") {
 		t.Fatalf("a missing secret file: %v", err)
+	}
+}
+
+// Discord's settings are checked with the key and the fix, all at once.
+func TestDiscordConfigProblems(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		env        map[string]string
+		want       []string
+	}{
+		{"token without application", "discord:\n  token: a.b.c\n", nil, []string{"discord.application_id", "IMAGINEBOT_DISCORD_APPLICATION_ID"}},
+		{"token with Bot prefix", "discord:\n  token: Bot a.b.c\n  application_id: \"110000000000000001\"\n", nil, []string{"discord.token: does not look like a bot token"}},
+		{"bad mode", "discord:\n  token: a.b.c\n  application_id: \"110000000000000001\"\n  mode: websocket\n", nil, []string{"discord.mode: \"websocket\" is not a mode"}},
+		{"interactions without key", "discord:\n  token: a.b.c\n  application_id: \"110000000000000001\"\n  mode: interactions\n", nil, []string{"discord.public_key", "IMAGINEBOT_DISCORD_PUBLIC_KEY"}},
+		{"ids", "discord:\n  guilds: [\"abc\"]\n  owners: [\"12\"]\n  moderator_roles: [\"1700000000000000001\"]\n", nil, []string{"discord.guilds[0]: \"abc\" is not a Discord id", "discord.owners[0]"}},
+		{"path", "discord:\n  interactions_path: discord\n", nil, []string{"discord.interactions_path: \"discord\" must start with /"}},
+		{"from the environment", "", map[string]string{"IMAGINEBOT_DISCORD_TOKEN": "a.b.c", "IMAGINEBOT_DISCORD_MODE": "interactions"}, []string{"discord.application_id", "discord.public_key"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(path, []byte("upstream:\n  api_key: sk-x\n"+c.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(path, envMap(c.env), func(string) {})
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%v\nlacks %q", err, w)
+				}
+			}
+		})
+	}
+	// In interactions mode the listener defaults to :8080.
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(path, []byte("upstream:\n  api_key: sk-x\ndiscord:\n  token: a.b.c\n  application_id: \"110000000000000001\"\n  mode: interactions\n  public_key: "+strings.Repeat("ab", 32)+"\n"), 0o600)
+	cfg, err := LoadConfig(path, envMap(nil), func(string) {})
+	if err != nil || cfg.HTTP.Listen != ":8080" {
+		t.Fatalf("%v %+v", err, cfg)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imaginebot/imaginebot/bots/discord"
 	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/fetch"
@@ -70,6 +72,15 @@ func (c *Config) applyDefaults() {
 	def(&t.MessagesPerSecond, telegram.DefaultMessagesPerSecond)
 	def(&t.Webhook.Path, "/telegram/webhook")
 	if t.Webhook.URL != "" {
+		def(&c.HTTP.Listen, ":8080")
+	}
+	dc := &c.Discord
+	def(&dc.Mode, discord.ModeGateway)
+	def(&dc.APIBaseURL, "https://discord.com")
+	def(&dc.InteractionsPath, discord.DefaultInteractionsPath)
+	def(&dc.ProgressInterval, discord.DefaultProgressInterval)
+	def(&dc.MaxUploadBytes, discord.DefaultMaxUploadBytes)
+	if dc.Token != "" && dc.Mode == discord.ModeInteractions {
 		def(&c.HTTP.Listen, ":8080")
 	}
 }
@@ -255,7 +266,55 @@ func (c *Config) validate() []string {
 			p.add("http.listen", "is empty but telegram.webhook.url is set; set the address the webhook listens on, e.g. :8080")
 		}
 	}
+	c.validateDiscord(&p)
 	return p.list
+}
+
+var snowflakeRe = regexp.MustCompile(`^[1-9][0-9]{4,19}$`)
+
+func (c *Config) validateDiscord(p *problems) {
+	d := c.Discord
+	p.url("discord.api_base_url", d.APIBaseURL, false)
+	ids := func(key string, list []string, what string) {
+		for i, id := range list {
+			if !snowflakeRe.MatchString(id) {
+				p.add(fmt.Sprintf("%s[%d]", key, i), "%q is not a Discord id; use the numeric %s id (Developer Mode → Copy ID), quoted", id, what)
+			}
+		}
+	}
+	ids("discord.guilds", d.Guilds, "server")
+	ids("discord.owners", d.Owners, "user")
+	ids("discord.moderator_roles", d.ModeratorRoles, "role")
+	if d.ProgressInterval < time.Second {
+		p.add("discord.progress_interval", "%s is too short; Discord allows about 5 edits in 5 s per message (default 2s)", d.ProgressInterval)
+	}
+	if d.MaxUploadBytes < 1<<10 {
+		p.add("discord.max_upload_bytes", "%d is too small; use at least 1KiB (default 10MiB, Discord's limit outside boosted servers)", d.MaxUploadBytes)
+	}
+	if !strings.HasPrefix(d.InteractionsPath, "/") {
+		p.add("discord.interactions_path", "%q must start with /", d.InteractionsPath)
+	}
+	if d.Token == "" {
+		return
+	}
+	if strings.Count(d.Token, ".") != 2 || strings.HasPrefix(d.Token, "Bot ") {
+		p.add("discord.token", "does not look like a bot token (three parts separated by dots, without \"Bot \"); copy it from the Bot page of your application into IMAGINEBOT_DISCORD_TOKEN")
+	}
+	if !snowflakeRe.MatchString(d.ApplicationID) {
+		p.add("discord.application_id", "%q is not an application id; set IMAGINEBOT_DISCORD_APPLICATION_ID to the Application ID on the General Information page", d.ApplicationID)
+	}
+	switch d.Mode {
+	case discord.ModeGateway:
+	case discord.ModeInteractions:
+		if k, err := hex.DecodeString(d.PublicKey); err != nil || len(k) != 32 {
+			p.add("discord.public_key", "is missing or not 64 hex digits; set IMAGINEBOT_DISCORD_PUBLIC_KEY to the Public Key on the General Information page (interactions mode needs it)")
+		}
+		if c.HTTP.Listen == "" {
+			p.add("http.listen", "is empty but discord.mode is interactions; set the address Discord's requests reach, e.g. :8080")
+		}
+	default:
+		p.add("discord.mode", "%q is not a mode; use gateway (default: no public address needed) or interactions (Discord POSTs to http.listen)", d.Mode)
+	}
 }
 
 // validateRun adds the checks that only matter for starting the bot.
@@ -264,8 +323,8 @@ func (c *Config) validateRun() []string {
 	if c.Upstream.APIKey == "" {
 		p.add("upstream.api_key", "is empty; set IMAGINEBOT_UPSTREAM_API_KEY to your gateway key (sk-…)")
 	}
-	if c.Telegram.Token == "" {
-		p.add("telegram.token", "is empty, so no chat platform is enabled; set IMAGINEBOT_TELEGRAM_TOKEN to the token from @BotFather")
+	if c.Telegram.Token == "" && c.Discord.Token == "" {
+		p.add("telegram.token, discord.token", "both are empty, so no chat platform is enabled; set IMAGINEBOT_TELEGRAM_TOKEN to the token from @BotFather, or IMAGINEBOT_DISCORD_TOKEN and IMAGINEBOT_DISCORD_APPLICATION_ID from your Discord application (or both)")
 	}
 	return p.list
 }
