@@ -44,6 +44,9 @@ type Config struct {
 	MaxUploadBytes int64
 	// RequestsPerSecond paces every call the bot makes with its token.
 	RequestsPerSecond float64
+	// PrivateHosts are image hosts on the operator's own network
+	// (images.allow_private_hosts): their links are never handed to users.
+	PrivateHosts []string
 	// Connections bounds HTTP connections to Discord.
 	Connections int
 	// HTTPTimeout bounds one REST call (uploads included).

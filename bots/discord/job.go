@@ -15,6 +15,7 @@ import (
 	"github.com/imaginebot/imaginebot/bots/imagefit"
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/core/fetch"
 )
 
 // tokenLife is how long an interaction token may edit its reply; a little
@@ -160,7 +161,7 @@ func (j *job) Deliver(ctx context.Context, d core.Delivery) (err error) {
 		j.b.panicHook("delivery")
 	}
 	j.status.Close()
-	imgs, err := j.b.fitImages(d.Images)
+	imgs, links, err := j.b.fitImages(d.Images)
 	if err != nil {
 		return err
 	}
@@ -168,6 +169,9 @@ func (j *job) Deliver(ctx context.Context, d core.Delivery) (err error) {
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: errors.New("discord: the interaction was never acknowledged")}
 	}
 	msg := j.b.result(d, imgs, j.lang)
+	if len(links) > 0 {
+		msg.Content = fit("🔗 "+strings.Join(links, "\n🔗 "), maxContent)
+	}
 	if j.fresh() {
 		err = j.b.send(ctx, pace.Msg{Chat: chatOf(j.token), Class: pace.Result, Order: j.order}, func(ctx context.Context) error {
 			_, err := j.b.hooks.edit(ctx, j.token, &discordgo.WebhookEdit{Content: &msg.Content, Embeds: &msg.Embeds,
@@ -186,7 +190,7 @@ func (j *job) Deliver(ctx context.Context, d core.Delivery) (err error) {
 	if j.b.metrics != nil {
 		j.b.metrics.Fallback("channel_message")
 	}
-	msg.Content = catalog.For(j.lang).T("discord.late", "Mention", "<@"+j.user+">")
+	msg.Content = fit(catalog.For(j.lang).T("discord.late", "Mention", "<@"+j.user+">")+"\n"+msg.Content, maxContent)
 	if err := j.b.channelPost(ctx, j.channel, j.user, msg, j.order); err != nil {
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: err}
 	}
@@ -267,28 +271,39 @@ func (b *Bot) result(d core.Delivery, imgs []core.Image, lang core.Lang) message
 		}
 		m.Embeds = append(m.Embeds, e)
 	}
+	if len(m.Embeds) == 0 { // the pictures went as links
+		m.Embeds = []*discordgo.MessageEmbed{{Description: fit(d.Prompt, maxDescription), Footer: &discordgo.MessageEmbedFooter{Text: footer}}}
+	}
 	m.Components = []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
 		discordgo.Button{Label: p.T("button.reroll"), Style: discordgo.PrimaryButton, CustomID: rerollPrefix + d.Job.Key},
 	}}}
 	return m
 }
 
-// fitImages makes every picture fit the upload limit, re-encoding those
-// that do not; all of them together must fit as well.
-func (b *Bot) fitImages(imgs []core.Image) ([]core.Image, error) {
-	out := make([]core.Image, 0, len(imgs))
+// fitImages makes every picture fit the upload limit (all of them together
+// as well), re-encoding those that do not; a picture that cannot fit goes
+// as its link, but only a public one: never an address on the operator's
+// own network (images.allow_private_hosts).
+func (b *Bot) fitImages(imgs []core.Image) (fitted []core.Image, links []string, err error) {
 	per := b.cfg.MaxUploadBytes / int64(max(len(imgs), 1))
 	for _, img := range imgs[:min(len(imgs), 10)] {
 		f, err := imagefit.Fit(img, per)
-		if err != nil {
-			return nil, &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("discord: %d-byte picture over the %d-byte upload limit: %w", len(img.Data), per, err)}
+		switch {
+		case err == nil:
+			if len(f.Data) != len(img.Data) && b.metrics != nil {
+				b.metrics.Fallback("reencode")
+			}
+			fitted = append(fitted, f)
+		case img.Source != "" && fetch.Shareable(img.Source, b.cfg.PrivateHosts):
+			if b.metrics != nil {
+				b.metrics.Fallback("link")
+			}
+			links = append(links, img.Source)
+		default:
+			return nil, nil, &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("discord: %d-byte picture over the %d-byte upload limit, and no public link: %w", len(img.Data), per, err)}
 		}
-		if len(f.Data) != len(img.Data) && b.metrics != nil {
-			b.metrics.Fallback("reencode")
-		}
-		out = append(out, f)
 	}
-	return out, nil
+	return fitted, links, nil
 }
 
 // channelPost sends m as a new message in channel with the bot token,

@@ -190,3 +190,24 @@ func heap() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// A picture that cannot fit even re-encoded is not handed out as a link to
+// the gateway's private address: the job fails and is refunded.
+func TestNoPrivateLinkFallback(t *testing.T) {
+	e := newEnv(t, ModeInteractions, func(c *envConfig) {
+		c.discord.MaxUploadBytes = 300
+		c.discord.PrivateHosts = []string{"127.0.0.1"}
+	})
+	e.gw.Push(upstreamtest.JSON(200, upstreamtest.Completion("![img]("+e.gw.ImageURL("n.png")+")")))
+	e.gw.ServeImage("n.png", "image/png", upstreamtest.NoisePNG(256, 256))
+	token, _ := e.imagine(t, inGuild(alice, "en-US"), "a noisy fox")
+	e.edits(t, token, 1, withText("couldn't send it here"))
+	for _, c := range e.dc.Calls("") {
+		if strings.Contains(string(c.JSON), "127.0.0.1") {
+			t.Fatalf("the private address was sent: %s", c.JSON)
+		}
+	}
+	if e.balance(t, scope, alice).Used != 0 {
+		t.Fatal("not refunded")
+	}
+}
