@@ -23,33 +23,13 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/imaginebot/imaginebot/bots/chat"
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
 )
 
 // Service is what the adapter needs from core; *core.Service satisfies it.
-type Service interface {
-	Submit(ctx context.Context, req core.Request, rep core.Reporter, done func(core.Receipt, error)) error
-	Arrival() uint64
-	Abandon(seq uint64)
-	Cancel(ctx context.Context, actor core.Actor, key string) error
-	Notified(ctx context.Context, key string) error
-	Balance(ctx context.Context, k core.AccountKey) (core.Balance, error)
-	Job(ctx context.Context, key string) (core.Job, error)
-	Models() []core.Model
-	Limits() core.Config
-
-	Show(ctx context.Context, actor core.Actor, k core.AccountKey) (core.AccountView, error)
-	SetDaily(ctx context.Context, actor core.Actor, k core.AccountKey, daily *int) (core.AccountView, error)
-	Grant(ctx context.Context, actor core.Actor, k core.AccountKey, n int) (core.AccountView, error)
-	Revoke(ctx context.Context, actor core.Actor, k core.AccountKey, n int) (core.AccountView, error)
-	ResetToday(ctx context.Context, actor core.Actor, k core.AccountKey) (core.AccountView, error)
-	Ban(ctx context.Context, actor core.Actor, k core.AccountKey) (core.AccountView, error)
-	Unban(ctx context.Context, actor core.Actor, k core.AccountKey) (core.AccountView, error)
-	SetScopeDaily(ctx context.Context, actor core.Actor, scope string, daily *int) (int, error)
-	History(ctx context.Context, actor core.Actor, k core.AccountKey, limit int) ([]core.Job, error)
-	AuditLog(ctx context.Context, actor core.Actor, scope string, limit int) ([]core.AuditEntry, error)
-}
+type Service = chat.Service
 
 // Metrics counts the adapter's calls; nil methods are not called.
 type Metrics interface {

@@ -148,7 +148,7 @@ func (b *Bot) handle(ctx context.Context, i *discordgo.Interaction, ack ackFunc)
 		case cmdHelp:
 			b.help(ctx, p, once)
 		case cmdQuotaAdmin:
-			b.quotaAdmin(ctx, i, p, data, once)
+			b.quotaAdmin(ctx, p, data, once)
 		default:
 			_ = once(ctx, ephemeral(catalog.For(p.lang).T("discord.unknown_command")))
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/go-telegram/bot/models"
 
 	"github.com/imaginebot/imaginebot/bots/catalog"
+	"github.com/imaginebot/imaginebot/bots/chat"
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -130,16 +131,12 @@ func (b *Bot) quota(ctx context.Context, m *models.Message, args string) {
 	lang := catalog.Match(m.From.LanguageCode)
 	scope := ScopeOf(m.Chat)
 	c, err := parseQuota(args)
-	if err != nil {
+	if err != nil || c.op == "help" {
 		b.replyText(ctx, m, quotaUsage(lang))
 		return
 	}
 	me := coreUser(m.From)
-	switch c.op {
-	case "help":
-		b.replyText(ctx, m, quotaUsage(lang))
-		return
-	case "self":
+	if c.op == "self" {
 		bal, err := b.svc.Balance(ctx, core.AccountKey{Scope: scope, User: me.Key()})
 		if err != nil {
 			b.replyText(ctx, m, tr(lang).Error(err, syntax))
@@ -147,80 +144,31 @@ func (b *Bot) quota(ctx context.Context, m *models.Message, args string) {
 		}
 		b.replyText(ctx, m, tr(lang).Self(bal, time.Now()))
 		return
-	case "scope-daily":
-		actor := core.Actor{User: me, Role: b.role(ctx, m.Chat, m.From.ID)}
-		var daily *int
-		if !c.clear {
-			daily = &c.n
-		}
-		eff, err := b.svc.SetScopeDaily(ctx, actor, scope, daily)
-		if err != nil {
-			b.replyText(ctx, m, tr(lang).Error(err, syntax))
+	}
+	a := chat.Action{Name: c.op, Actor: core.Actor{User: me, Role: core.RoleUser}, Scope: scope, N: c.n}
+	if !c.clear {
+		a.Daily = &c.n
+	}
+	if c.op == chat.ScopeDaily {
+		a.Actor.Role = b.role(ctx, m.Chat, m.From.ID)
+	} else {
+		who, name, msg := b.resolveTarget(m, c, lang)
+		if msg != "" {
+			b.replyText(ctx, m, msg)
 			return
 		}
-		b.replyText(ctx, m, tr(lang).T("mod.scope_daily", "Daily", eff))
-		return
-	}
-
-	who, name, msg := b.resolveTarget(m, c, lang)
-	if msg != "" {
-		b.replyText(ctx, m, msg)
-		return
-	}
-	actor := core.Actor{User: me, Role: core.RoleUser}
-	if who != m.From.ID || (c.op != "show" && c.op != "history") {
-		actor.Role = b.role(ctx, m.Chat, m.From.ID)
-	}
-	k := core.AccountKey{Scope: scope, User: core.User{Platform: core.PlatformTelegram, ID: strconv.FormatInt(who, 10)}.Key()}
-
-	if c.op == "history" {
-		jobs, err := b.svc.History(ctx, actor, k, 10)
-		if err != nil {
-			b.replyText(ctx, m, tr(lang).Error(err, syntax))
-			return
+		// Anyone may look at their own account; the rest needs the role.
+		if who != m.From.ID || (c.op != chat.Show && c.op != chat.History) {
+			a.Actor.Role = b.role(ctx, m.Chat, m.From.ID)
 		}
-		b.replyText(ctx, m, tr(lang).History(jobs, name, b.svc.Limits().Quotas.Location))
-		return
-	}
-
-	var v core.AccountView
-	var head string
-	p := tr(lang)
-	switch c.op {
-	case "show":
-		v, err = b.svc.Show(ctx, actor, k)
-	case "grant":
-		v, err = b.svc.Grant(ctx, actor, k, c.n)
-		head = p.N("mod.granted", c.n, "Name", name)
-	case "revoke":
-		v, err = b.svc.Revoke(ctx, actor, k, c.n)
-		head = p.N("mod.revoked", c.n, "Name", name)
-	case "set-daily":
-		var daily *int
-		if !c.clear {
-			daily = &c.n
-			head = p.T("mod.set_daily", "Name", name, "Daily", c.n)
-		} else {
-			head = p.T("mod.daily_default", "Name", name)
+		a.Target, a.Who = core.User{Platform: core.PlatformTelegram, ID: strconv.FormatInt(who, 10)}.Key(), name
+		if c.op == chat.History {
+			a.N = 10
 		}
-		v, err = b.svc.SetDaily(ctx, actor, k, daily)
-	case "reset":
-		v, err = b.svc.ResetToday(ctx, actor, k)
-		head = p.T("mod.reset", "Name", name)
-	case "ban":
-		v, err = b.svc.Ban(ctx, actor, k)
-		head = p.T("mod.banned", "Name", name)
-	case "unban":
-		v, err = b.svc.Unban(ctx, actor, k)
-		head = p.T("mod.unbanned", "Name", name)
 	}
+	text, err := chat.Do(ctx, b.svc, a, tr(lang), b.svc.Limits().Quotas.Location)
 	if err != nil {
-		b.replyText(ctx, m, tr(lang).Error(err, syntax))
-		return
-	}
-	text := p.View(v, name)
-	if head != "" {
-		text = head + "\n\n" + text
+		text = tr(lang).Error(err, syntax)
 	}
 	b.replyText(ctx, m, text)
 }
@@ -309,17 +257,14 @@ func (b *Bot) audit(ctx context.Context, m *models.Message, args string) {
 		return
 	}
 	actor := core.Actor{User: coreUser(m.From), Role: b.role(ctx, m.Chat, m.From.ID)}
-	scope := ScopeOf(m.Chat)
+	// Owners in a private chat see every scope.
 	all := m.Chat.Type == models.ChatTypePrivate && actor.Role == core.RoleOwner
-	if all {
-		scope = ""
-	}
-	entries, err := b.svc.AuditLog(ctx, actor, scope, limit)
+	a := chat.Action{Name: chat.Audit, Actor: actor, Scope: ScopeOf(m.Chat), N: limit, AuditAll: all, NameOf: b.targetName}
+	text, err := chat.Do(ctx, b.svc, a, tr(lang), b.svc.Limits().Quotas.Location)
 	if err != nil {
-		b.replyText(ctx, m, tr(lang).Error(err, syntax))
-		return
+		text = tr(lang).Error(err, syntax)
 	}
-	b.replyText(ctx, m, tr(lang).Audit(entries, catalog.AuditLine{Name: b.targetName, ShowScope: all, Location: b.svc.Limits().Quotas.Location}))
+	b.replyText(ctx, m, text)
 }
 
 // targetName shows a user key as the name the bot knows, if any.

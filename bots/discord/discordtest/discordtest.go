@@ -86,6 +86,7 @@ type Server struct {
 	tooMany   int
 	gatewayWS string
 	gw        *gateway
+	onCall    func(Call)
 }
 
 // Option configures a Server.
@@ -96,8 +97,23 @@ func WithRateLimits() Option {
 	return func(s *Server) { s.global = rate.NewLimiter(50, 50) }
 }
 
+// OnCall has f see every call once it is answered, before the answer goes
+// out: a load tool keeps its own running figures with it instead of
+// scanning Calls, which copies every call so far. f must not block.
+func OnCall(f func(Call)) Option {
+	return func(s *Server) { s.onCall = f }
+}
+
 // New starts a fake closed when the test ends.
 func New(t testing.TB, opts ...Option) *Server {
+	s := NewServer(opts...)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// NewServer starts a fake for a caller without a testing.TB (a command);
+// Close stops it.
+func NewServer(opts ...Option) *Server {
 	s := &Server{
 		changed:  make(chan struct{}),
 		failures: map[string][]Failure{},
@@ -115,9 +131,11 @@ func New(t testing.TB, opts ...Option) *Server {
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	s.gatewayWS = "ws" + strings.TrimPrefix(s.URL, "http") + "/gateway"
-	t.Cleanup(s.srv.Close)
 	return s
 }
+
+// Close stops the server, waiting for the requests in flight.
+func (s *Server) Close() { s.srv.Close() }
 
 var (
 	apiPrefix = regexp.MustCompile(`^/api(/v\d+)?`)
@@ -400,6 +418,9 @@ func (s *Server) finish(w http.ResponseWriter, c Call, status int, body string, 
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
+	if s.onCall != nil {
+		s.onCall(c)
+	}
 	if body != "" {
 		w.Header().Set("Content-Type", "application/json")
 	}
