@@ -1,7 +1,6 @@
 package discord
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,13 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
 	"golang.org/x/time/rate"
 
+	"github.com/imaginebot/imaginebot/bots/chat/chattest"
 	"github.com/imaginebot/imaginebot/bots/discord/discordtest"
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
@@ -54,7 +53,7 @@ type env struct {
 	bot    *Bot
 	signer *discordtest.Signer
 	srv    *httptest.Server
-	log    *syncBuffer
+	log    *chattest.Logs
 	mode   string
 }
 
@@ -95,8 +94,8 @@ func newEnv(t testing.TB, mode string, mods ...func(*envConfig)) *env {
 	dc := discordtest.New(t, dcOpts...)
 	signer := discordtest.NewSigner()
 	c.discord.Token, c.discord.ApplicationID, c.discord.APIBaseURL, c.discord.PublicKey = discordtest.Token, discordtest.AppID, dc.URL, signer.PublicKey()
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &chattest.Logs{}
+	log := logs.Logger()
 	if c.quiet {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -122,35 +121,13 @@ func newEnv(t testing.TB, mode string, mods ...func(*envConfig)) *env {
 	if mode == ModeInteractions {
 		e.srv = httptest.NewServer(b.InteractionsHandler(ctx))
 	}
+	run := chattest.Run{Cancel: cancel, Done: done, Drain: []func(context.Context) error{svc.Shutdown, b.Wait}, Logs: logs,
+		Secrets: []string{discordtest.Token, "sk-test-upstream-key"}}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(wait):
-			t.Error("Run did not return after its context ended")
-		}
-		sctx, scancel := context.WithTimeout(context.Background(), wait)
-		defer scancel()
-		if err := svc.Shutdown(sctx); err != nil {
-			t.Errorf("core shutdown: %v", err)
-		}
-		if err := b.Wait(sctx); err != nil {
-			t.Errorf("bot wait: %v", err)
-		}
+		e.noPings(t)
+		run.Stop(t, wait)
 		if e.srv != nil {
 			e.srv.Close()
-		}
-		for _, secret := range []string{discordtest.Token, "sk-test-upstream-key"} {
-			if strings.Contains(logs.String(), secret) {
-				t.Errorf("a secret was logged:\n%s", logs.String())
-			}
-		}
-		e.noPings(t)
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
 		}
 	})
 	deadline := time.Now().Add(wait)
@@ -275,22 +252,4 @@ var modes = []string{ModeInteractions, ModeGateway}
 
 func inGuild(m *discordgo.Member, locale string) discordtest.Where {
 	return discordtest.Guild(guildID, m, locale)
-}
-
-// syncBuffer collects logs from every goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

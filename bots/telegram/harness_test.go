@@ -1,18 +1,16 @@
 package telegram_test
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-telegram/bot/models"
 	"golang.org/x/time/rate"
 
+	"github.com/imaginebot/imaginebot/bots/chat/chattest"
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
@@ -47,7 +45,7 @@ type env struct {
 	gw  *upstreamtest.Gateway
 	svc *core.Service
 	bot *telegram.Bot
-	log *syncBuffer
+	log *chattest.Logs
 }
 
 type envConfig struct {
@@ -98,8 +96,8 @@ func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
 	if c.telegram.APIBaseURL == "" {
 		c.telegram.APIBaseURL, c.telegram.Token = tg.URL, tg.Token
 	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &chattest.Logs{}
+	log := logs.Logger()
 
 	f := fetch.New(fetch.Config{MaxBytes: 32 << 20, AllowedHosts: []string{"127.0.0.1"}})
 	var fetcher upstream.Fetcher = f
@@ -125,33 +123,9 @@ func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(wait):
-			t.Error("Run did not return after its context ended")
-		}
-		sctx, scancel := context.WithTimeout(context.Background(), wait)
-		defer scancel()
-		if err := svc.Shutdown(sctx); err != nil {
-			t.Errorf("core shutdown: %v", err)
-		}
-		if err := b.Wait(sctx); err != nil {
-			t.Errorf("bot wait: %v", err)
-		}
-		for _, secret := range []string{tg.Token, "sk-test-upstream-key"} {
-			if strings.Contains(logs.String(), secret) {
-				t.Errorf("a secret was logged:\n%s", logs.String())
-			}
-		}
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
-		}
-	})
+	run := chattest.Run{Cancel: cancel, Done: done, Drain: []func(context.Context) error{svc.Shutdown, b.Wait}, Logs: logs,
+		Secrets: []string{tg.Token, "sk-test-upstream-key"}}
+	t.Cleanup(func() { run.Stop(t, wait) })
 	return &env{t: t, tg: tg, gw: gw, svc: svc, bot: b, log: logs}
 }
 
@@ -205,21 +179,3 @@ func (c cdnFetcher) Fetch(ctx context.Context, ref string) (core.Image, error) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
-
-// syncBuffer collects logs from every goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
