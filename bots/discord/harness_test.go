@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/bwmarrin/discordgo"
-	"golang.org/x/time/rate"
 
 	"github.com/imaginebot/imaginebot/bots/chat/chattest"
 	"github.com/imaginebot/imaginebot/bots/discord/discordtest"
@@ -69,19 +68,7 @@ func newEnv(t testing.TB, mode string, mods ...func(*envConfig)) *env {
 	t.Helper()
 	gw := upstreamtest.New(t)
 	c := envConfig{
-		core: core.Config{
-			Models:          []core.Model{{Name: "stable-diffusion", Label: "Stable Diffusion", Cost: 1}, {Name: "flux", Label: "FLUX", Cost: 2}},
-			Rate:            rate.Inf,
-			Burst:           1,
-			PerUserJobs:     5,
-			Concurrency:     4,
-			QueueCap:        20,
-			JobTimeout:      10 * time.Second,
-			DeliveryTimeout: 15 * time.Second,
-			ProgressEvery:   time.Hour,
-			MaxPromptRunes:  1000,
-			Quotas:          core.Quotas{Location: time.UTC, DefaultDaily: 5},
-		},
+		core: chattest.CoreConfig(),
 		discord: Config{Mode: mode, Owners: []string{ownerID}, ModeratorRoles: []string{modRoleID}, AllowDMs: true, ProgressInterval: 10 * time.Millisecond},
 	}
 	for _, m := range mods {
@@ -207,11 +194,7 @@ func withFiles(c discordtest.Call) bool { return len(c.Files) > 0 }
 
 func (e *env) balance(t testing.TB, scope string, m *discordgo.Member) core.Balance {
 	t.Helper()
-	bal, err := e.svc.Balance(context.Background(), core.AccountKey{Scope: scope, User: "discord:" + m.User.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bal
+	return chattest.Balance(t, e.svc, scope, "discord:"+m.User.ID)
 }
 
 // noPings checks that every message the bot sent pings nobody but, in a

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/go-telegram/bot/models"
-	"golang.org/x/time/rate"
 
 	"github.com/imaginebot/imaginebot/bots/chat/chattest"
 	"github.com/imaginebot/imaginebot/bots/pace"
@@ -64,21 +63,7 @@ func newEnv(t *testing.T, mods ...func(*envConfig)) *env {
 	t.Helper()
 	gw := upstreamtest.New(t)
 	c := envConfig{
-		core: core.Config{
-			Models: []core.Model{
-				{Name: "stable-diffusion", Label: "Stable Diffusion", Cost: 1},
-				{Name: "flux", Label: "FLUX", Cost: 2},
-			},
-			Rate:            rate.Inf,
-			Burst:           1,
-			PerUserJobs:     5,
-			Concurrency:     4,
-			QueueCap:        20,
-			JobTimeout:      10 * time.Second,
-			DeliveryTimeout: 15 * time.Second,
-			ProgressEvery:   time.Hour,
-			Quotas:          core.Quotas{Location: time.UTC, DefaultDaily: 5},
-		},
+		core: chattest.CoreConfig(),
 		telegram: telegram.Config{
 			Owners:           []int64{owner.ID},
 			PollTimeout:      time.Second,
@@ -144,11 +129,7 @@ func (e *env) waitText(t testing.TB, chat int64, fragments ...string) telegramte
 
 func (e *env) balance(t testing.TB, scope string, u models.User) core.Balance {
 	t.Helper()
-	bal, err := e.svc.Balance(context.Background(), core.AccountKey{Scope: scope, User: core.User{Platform: core.PlatformTelegram, ID: itoa(u.ID)}.Key()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bal
+	return chattest.Balance(t, e.svc, scope, core.User{Platform: core.PlatformTelegram, ID: itoa(u.ID)}.Key())
 }
 
 // noParseMode checks that nothing was sent with a parse mode.

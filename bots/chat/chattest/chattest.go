@@ -11,6 +11,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/imaginebot/imaginebot/core"
 )
 
 // Logs collects log lines from every goroutine.
@@ -71,5 +75,40 @@ func (r Run) Stop(t testing.TB, wait time.Duration) {
 	}
 	if t.Failed() {
 		t.Logf("logs:\n%s", logs)
+	}
+}
+
+// Balance reads the balance of user (a user key) in scope, failing t when
+// it cannot.
+func Balance(t testing.TB, svc interface {
+	Balance(context.Context, core.AccountKey) (core.Balance, error)
+}, scope, user string) core.Balance {
+	t.Helper()
+	bal, err := svc.Balance(context.Background(), core.AccountKey{Scope: scope, User: user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bal
+}
+
+// CoreConfig is the core configuration the adapters' tests start from: two
+// models (Stable Diffusion at 1 unit, FLUX at 2), no rate limit, 5 a day,
+// four upstream slots and a short queue; tests change what they test.
+func CoreConfig() core.Config {
+	return core.Config{
+		Models: []core.Model{
+			{Name: "stable-diffusion", Label: "Stable Diffusion", Cost: 1},
+			{Name: "flux", Label: "FLUX", Cost: 2},
+		},
+		Rate:            rate.Inf,
+		Burst:           1,
+		PerUserJobs:     5,
+		Concurrency:     4,
+		QueueCap:        20,
+		JobTimeout:      10 * time.Second,
+		DeliveryTimeout: 15 * time.Second,
+		ProgressEvery:   time.Hour,
+		MaxPromptRunes:  1000,
+		Quotas:          core.Quotas{Location: time.UTC, DefaultDaily: 5},
 	}
 }
