@@ -74,11 +74,7 @@ func newEnv(t testing.TB, mode string, mods ...func(*envConfig)) *env {
 	for _, m := range mods {
 		m(&c)
 	}
-	var dcOpts []discordtest.Option
-	if c.paced {
-		dcOpts = append(dcOpts, discordtest.WithRateLimits())
-	}
-	dc := discordtest.New(t, dcOpts...)
+	dc := discordtest.New(t, enforced(c.paced)...)
 	signer := discordtest.NewSigner()
 	c.discord.Token, c.discord.ApplicationID, c.discord.APIBaseURL, c.discord.PublicKey = discordtest.Token, discordtest.AppID, dc.URL, signer.PublicKey()
 	logs := &chattest.Logs{}
@@ -232,6 +228,14 @@ func (e *env) noPings(t testing.TB) {
 }
 
 var modes = []string{ModeInteractions, ModeGateway}
+
+// enforced makes the fake enforce Discord's limits when on.
+func enforced(on bool) []discordtest.Option {
+	if on {
+		return []discordtest.Option{discordtest.WithRateLimits()}
+	}
+	return nil
+}
 
 func inGuild(m *discordgo.Member, locale string) discordtest.Where {
 	return discordtest.Guild(guildID, m, locale)
