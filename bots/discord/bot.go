@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -219,8 +220,18 @@ func (b *Bot) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	b.session.AddHandler(func(_ *discordgo.Session, ic *discordgo.InteractionCreate) {
-		b.gatewayInteraction(ctx, ic.Interaction)
+	// The raw event, not InteractionCreate: it also carries what discordgo
+	// does not decode (the attachment limit).
+	b.session.AddHandler(func(_ *discordgo.Session, e *discordgo.Event) {
+		if e.Type != "INTERACTION_CREATE" {
+			return
+		}
+		var i discordgo.Interaction
+		if err := json.Unmarshal(e.RawData, &i); err != nil {
+			b.log.Warn("discord: undecodable interaction", "err", err)
+			return
+		}
+		b.gatewayInteraction(ctx, &i, uploadLimit(e.RawData))
 	})
 	b.session.AddHandler(func(_ *discordgo.Session, _ *discordgo.Ready) {
 		b.ready.Store(true)
@@ -260,7 +271,7 @@ func (b *Bot) Wait(ctx context.Context) error {
 
 // gatewayInteraction runs one interaction from the websocket: discordgo
 // calls handlers in bare goroutines, so a panic here must be caught.
-func (b *Bot) gatewayInteraction(ctx context.Context, i *discordgo.Interaction) {
+func (b *Bot) gatewayInteraction(ctx context.Context, i *discordgo.Interaction, upload int64) {
 	b.inflight.Add(1)
 	defer b.inflight.Done()
 	ack := func(ctx context.Context, r *discordgo.InteractionResponse) error {
@@ -268,7 +279,7 @@ func (b *Bot) gatewayInteraction(ctx context.Context, i *discordgo.Interaction) 
 			return b.hooks.respond(ctx, i.ID, i.Token, r)
 		})
 	}
-	b.handle(ctx, i, ack)
+	b.handle(ctx, i, upload, ack)
 }
 
 // send waits for the budget, then calls fn. A 429 (rare: the budget keeps

@@ -2,6 +2,7 @@ package discord
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -24,6 +25,16 @@ const (
 // ackTimeout bounds the acknowledgement: Discord drops it after 3 s.
 const ackTimeout = 2500 * time.Millisecond
 
+// uploadLimit reads the attachment limit Discord puts in an interaction
+// (it knows the server's boost level); discordgo's type lacks the field.
+func uploadLimit(raw []byte) int64 {
+	var v struct {
+		Limit int64 `json:"attachment_size_limit"`
+	}
+	_ = json.Unmarshal(raw, &v)
+	return v.Limit
+}
+
 // person is who sent an interaction, and where.
 type person struct {
 	user    *discordgo.User
@@ -31,6 +42,7 @@ type person struct {
 	guild   string            // "" in DMs
 	channel string
 	lang    core.Lang
+	upload  int64 // the interaction's attachment limit; 0 = unknown
 }
 
 func personOf(i *discordgo.Interaction) (person, bool) {
@@ -95,7 +107,7 @@ func (b *Bot) role(p person) core.Role {
 
 // handle answers one interaction from either connection mode. A panic in it
 // is caught: the operator gets the stack, the user an apology.
-func (b *Bot) handle(ctx context.Context, i *discordgo.Interaction, ack ackFunc) {
+func (b *Bot) handle(ctx context.Context, i *discordgo.Interaction, upload int64, ack ackFunc) {
 	acked := false
 	once := func(ctx context.Context, r *discordgo.InteractionResponse) error {
 		if acked {
@@ -107,6 +119,7 @@ func (b *Bot) handle(ctx context.Context, i *discordgo.Interaction, ack ackFunc)
 		return ack(actx, r)
 	}
 	p, ok := personOf(i)
+	p.upload = upload
 	defer func() {
 		if r := recover(); r != nil {
 			var err error

@@ -68,7 +68,7 @@ func newEnv(t testing.TB, mode string, mods ...func(*envConfig)) *env {
 	t.Helper()
 	gw := upstreamtest.New(t)
 	c := envConfig{
-		core: chattest.CoreConfig(),
+		core:    chattest.CoreConfig(),
 		discord: Config{Mode: mode, Owners: []string{ownerID}, ModeratorRoles: []string{modRoleID}, AllowDMs: true, ProgressInterval: 10 * time.Millisecond},
 	}
 	for _, m := range mods {

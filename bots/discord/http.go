@@ -68,7 +68,7 @@ func (b *Bot) InteractionsHandler(ctx context.Context) http.Handler {
 		}
 		// The handler returns once answered; the job goes on with ctx (the
 		// bot's), not the request's.
-		b.handle(ctx, &i, ack)
+		b.handle(ctx, &i, uploadLimit(body), ack)
 		<-answered
 	})
 }

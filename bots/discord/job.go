@@ -28,7 +28,11 @@ const tokenLife = 14*time.Minute + 30*time.Second
 // refused the job; a queued job holds no goroutine.
 func (b *Bot) runJob(ctx context.Context, i *discordgo.Interaction, p person, req core.Request, ack ackFunc) {
 	req.ReplyTo = replyRef{channel: p.channel, user: p.user.ID, token: i.Token, at: time.Now()}.String()
-	j := &job{b: b, token: i.Token, key: req.Key, lang: p.lang, user: p.user.ID, channel: p.channel, order: req.Seq, gate: make(chan struct{})}
+	j := &job{b: b, token: i.Token, key: req.Key, lang: p.lang, user: p.user.ID, channel: p.channel, order: req.Seq, gate: make(chan struct{}),
+		upload: b.cfg.MaxUploadBytes}
+	if p.upload > 0 {
+		j.upload = p.upload // Discord knows the server's boost level
+	}
 	j.status = b.budget.NewStatus(chatOf(i.Token), req.Seq, b.cfg.ProgressInterval, j.showStatus)
 	b.inflight.Add(1) // the job's end
 	err := b.svc.Submit(ctx, req, j, func(_ core.Receipt, err error) {
@@ -91,6 +95,7 @@ type job struct {
 	user    string
 	channel string
 	order   uint64
+	upload  int64 // attachment limit, bytes
 	status  *pace.Status
 
 	gate   chan struct{} // closed once the acknowledgement was sent (or failed)
@@ -161,7 +166,7 @@ func (j *job) Deliver(ctx context.Context, d core.Delivery) (err error) {
 		j.b.panicHook("delivery")
 	}
 	j.status.Close()
-	imgs, links, err := j.b.fitImages(d.Images)
+	imgs, links, err := j.b.fitImages(d.Images, j.upload)
 	if err != nil {
 		return err
 	}
@@ -284,8 +289,8 @@ func (b *Bot) result(d core.Delivery, imgs []core.Image, lang core.Lang) message
 // as well), re-encoding those that do not; a picture that cannot fit goes
 // as its link, but only a public one: never an address on the operator's
 // own network (images.allow_private_hosts).
-func (b *Bot) fitImages(imgs []core.Image) (fitted []core.Image, links []string, err error) {
-	per := b.cfg.MaxUploadBytes / int64(max(len(imgs), 1))
+func (b *Bot) fitImages(imgs []core.Image, limit int64) (fitted []core.Image, links []string, err error) {
+	per := limit / int64(max(len(imgs), 1))
 	for _, img := range imgs[:min(len(imgs), 10)] {
 		f, err := imagefit.Fit(img, per)
 		switch {

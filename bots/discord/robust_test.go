@@ -2,6 +2,7 @@ package discord
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"image/jpeg"
 	"runtime"
@@ -209,5 +210,26 @@ func TestNoPrivateLinkFallback(t *testing.T) {
 	}
 	if e.balance(t, scope, alice).Used != 0 {
 		t.Fatal("not refunded")
+	}
+}
+
+// A boosted server's bigger attachment limit, which Discord puts in the
+// interaction, is used: the 11 MiB picture goes as it is (gateway mode, the
+// raw event path).
+func TestBoostedServerUploadLimit(t *testing.T) {
+	e := newEnv(t, ModeGateway)
+	big := upstreamtest.NoisePNG(1900, 1500)
+	e.gw.Push(upstreamtest.JSON(200, upstreamtest.Completion("![img]("+e.gw.ImageURL("big.png")+")")))
+	e.gw.ServeImage("big.png", "image/png", big)
+	var m map[string]any
+	_ = json.Unmarshal(discordtest.Interaction(discordgo.InteractionApplicationCommand, inGuild(alice, "en-US"),
+		discordtest.Command(cmdImagine, discordtest.String(optPrompt, "a detailed fox"))), &m)
+	m["attachment_size_limit"] = 50 << 20
+	body, _ := json.Marshal(m)
+	_, token := discordtest.Fields(body)
+	e.send(t, body)
+	f := e.edits(t, token, 1, withFiles)[0].Files[0]
+	if len(f.Data) != len(big) || !strings.HasSuffix(f.Name, ".png") {
+		t.Fatalf("uploaded %s of %d bytes, want the %d-byte PNG", f.Name, len(f.Data), len(big))
 	}
 }
