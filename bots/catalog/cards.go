@@ -45,6 +45,16 @@ func (p Printer) Meta(model core.Model, opts core.Options) string {
 	return strings.Join(parts, " · ")
 }
 
+// MetaBy is Meta with who asked, for pictures shown to others (groups,
+// servers): the quota line under it is theirs. asker "" leaves it out.
+func (p Printer) MetaBy(model core.Model, opts core.Options, asker string) string {
+	m := p.Meta(model, opts)
+	if asker != "" {
+		m += " · " + p.T("meta.asked_by", "Name", core.Truncate(asker, 64))
+	}
+	return m
+}
+
 // QuotaLine is what is left after a picture: "Quota left today: N · resets …".
 func (p Printer) QuotaLine(bal core.Balance) string {
 	if bal.Credits > 0 {

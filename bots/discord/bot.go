@@ -70,6 +70,7 @@ type Bot struct {
 	owners  map[string]bool
 	modRole map[string]bool
 
+	busy     chat.Busy      // rerolls being made, by presser and picture
 	inflight sync.WaitGroup // handlers and jobs' ends
 	ready    atomic.Bool    // commands registered (and the gateway up)
 	readyErr atomic.Value   // string: why not ready

@@ -267,3 +267,24 @@ func TestCommandsRegisteredOnlyWhenChanged(t *testing.T) {
 		t.Fatalf("%d overwrites after a restart with the same commands", n)
 	}
 }
+
+// A double tap on 🔄 while the first press's picture is being made is
+// answered "already making it" and charged once.
+func TestRerollDoubleTap(t *testing.T) {
+	e := newEnv(t, ModeInteractions)
+	token, _ := e.imagine(t, inGuild(alice, "en-US"), "a lighthouse")
+	ids := customIDs(t, decodeEdit(t, e.edits(t, token, 1, withFiles)[0]).Components)
+	e.gw.Handle(upstreamtest.Hang())
+	press := func() *discordgo.InteractionResponse {
+		return e.send(t, discordtest.Interaction(discordgo.InteractionMessageComponent, inGuild(bob, "en-US"), discordtest.Button(ids[0])))
+	}
+	if r := press(); r.Type != discordgo.InteractionResponseDeferredChannelMessageWithSource {
+		t.Fatalf("first press: %d", r.Type)
+	}
+	if r := press(); r.Data == nil || !strings.Contains(r.Data.Content, "Already making it") || r.Data.Flags&discordgo.MessageFlagsEphemeral == 0 {
+		t.Fatalf("second press: %+v", r.Data)
+	}
+	if used := e.balance(t, scope, bob).Used; used != 1 {
+		t.Fatalf("bob used %d, want 1", used)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/bwmarrin/discordgo"
 
 	"github.com/imaginebot/imaginebot/bots/catalog"
+	"github.com/imaginebot/imaginebot/bots/chat"
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -248,7 +249,7 @@ func (b *Bot) imagine(ctx context.Context, i *discordgo.Interaction, p person, d
 		Prompt: str(o[optPrompt]), Model: str(o[optModel]),
 		Options: core.Options{Aspect: str(o[optAspect]), Negative: str(o[optNegative])},
 	}
-	b.runJob(ctx, i, p, req, ack)
+	b.runJob(ctx, i, p, req, ack, nil)
 }
 
 // reroll handles 🔄 under a result: the same prompt, model and options,
@@ -271,7 +272,14 @@ func (b *Bot) reroll(ctx context.Context, i *discordgo.Interaction, p person, ke
 	}
 	req := core.Request{Key: "discord:interaction:" + i.ID, Seq: seq, User: p.core(), Scope: p.scope(), Lang: p.lang,
 		Prompt: job.Prompt, Model: job.Model, Options: job.Options}
-	b.runJob(ctx, i, p, req, ack)
+	busy := chat.RerollKey(req.User, key)
+	if !b.busy.Start(busy) {
+		// A double tap: the first press is still making it.
+		b.svc.Abandon(seq)
+		_ = ack(ctx, ephemeral(catalog.For(p.lang).T("button.already")))
+		return
+	}
+	b.runJob(ctx, i, p, req, ack, func() { b.busy.Done(busy) })
 }
 
 // cancel handles ✖ under a job in progress: its requester or a moderator

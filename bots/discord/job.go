@@ -25,8 +25,9 @@ const tokenLife = 14*time.Minute + 30*time.Second
 // runJob submits a job and acknowledges the interaction: a refusal (bad
 // prompt, rate limit, quota) in a reply only the person sees, else a
 // deferred reply that the job then edits. It returns once core took or
-// refused the job; a queued job holds no goroutine.
-func (b *Bot) runJob(ctx context.Context, i *discordgo.Interaction, p person, req core.Request, ack ackFunc) {
+// refused the job; a queued job holds no goroutine. after, when not nil,
+// runs once the job ended.
+func (b *Bot) runJob(ctx context.Context, i *discordgo.Interaction, p person, req core.Request, ack ackFunc, after func()) {
 	req.ReplyTo = replyRef{channel: p.channel, user: p.user.ID, token: i.Token, at: time.Now()}.String()
 	j := &job{b: b, token: i.Token, key: req.Key, lang: p.lang, user: p.user.ID, channel: p.channel, order: req.Seq, gate: make(chan struct{}),
 		upload: b.cfg.MaxUploadBytes}
@@ -37,10 +38,16 @@ func (b *Bot) runJob(ctx context.Context, i *discordgo.Interaction, p person, re
 	b.inflight.Add(1) // the job's end
 	err := b.svc.Submit(ctx, req, j, func(_ core.Receipt, err error) {
 		defer b.inflight.Done()
+		if after != nil {
+			defer after()
+		}
 		j.end(ctx, err)
 	})
 	if err != nil {
 		b.inflight.Done()
+		if after != nil {
+			after()
+		}
 		j.status.Close()
 		b.log.Info("discord: job refused", "job", req.Key, "code", core.ErrorCode(err))
 		_ = ack(ctx, ephemeral(catalog.For(p.lang).Error(err, b.syntax(p.lang))))
@@ -262,11 +269,7 @@ func fileName(i int, img core.Image) string { return fmt.Sprintf("imaginebot-%d%
 // shows up to ten), the prompt and what it was made with.
 func (b *Bot) result(d core.Delivery, imgs []core.Image, lang core.Lang) message {
 	p := catalog.For(lang)
-	meta := p.Meta(d.Model, d.Options)
-	if d.Job.User.Name != "" {
-		meta += " · " + p.T("meta.asked_by", "Name", d.Job.User.Name)
-	}
-	footer := fit(meta+"\n"+p.QuotaLine(d.Balance), maxFooter)
+	footer := fit(p.MetaBy(d.Model, d.Options, d.Job.User.Name)+"\n"+p.QuotaLine(d.Balance), maxFooter)
 	m := message{Content: "", images: imgs}
 	for i, img := range imgs[:min(len(imgs), 10)] {
 		e := &discordgo.MessageEmbed{URL: "https://imaginebot.invalid/" + d.Job.Key, Image: &discordgo.MessageEmbedImage{URL: "attachment://" + fileName(i, img)}}

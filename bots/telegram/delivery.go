@@ -109,7 +109,7 @@ func (b *Bot) deliver(ctx context.Context, to target, lang core.Lang, d core.Del
 	case 0:
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: errors.New("telegram: nothing to deliver")}
 	case 1:
-		return b.sendImage(ctx, to, d.Images[0], caption(d.Prompt, d.Model, d.Options, d.Balance, lang), kb)
+		return b.sendImage(ctx, to, d.Images[0], caption(d.Prompt, d.Model, d.Options, d.Balance, lang, asker(to, d)), kb)
 	}
 	return b.sendAlbum(ctx, to, lang, d, kb)
 }
@@ -212,7 +212,7 @@ func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.D
 	if len(imgs) > maxMediaGroup {
 		imgs = imgs[:maxMediaGroup]
 	}
-	first := fit(strings.TrimSpace(d.Prompt), maxCaptionLen-300) + "\n\n" + fit(tr(lang).Meta(d.Model, d.Options), 290)
+	first := fit(strings.TrimSpace(d.Prompt), maxCaptionLen-300) + "\n\n" + fit(tr(lang).MetaBy(d.Model, d.Options, asker(to, d)), 290)
 	album := true
 	for _, img := range imgs {
 		if int64(len(img.Data)) > b.cfg.MaxPhotoBytes || img.MIME == "image/gif" {

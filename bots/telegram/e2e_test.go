@@ -128,8 +128,11 @@ func TestRerollChargesPresser(t *testing.T) {
 	if second.ReplyTo() != result.ID || second.ChatID() != group.ID {
 		t.Errorf("reroll went to %d replying to %d, want %d replying to %d", second.ChatID(), second.ReplyTo(), group.ID, result.ID)
 	}
-	if c := second.Field("caption"); !strings.Contains(c, "a lighthouse at dusk") || !strings.Contains(c, "16:9") {
-		t.Errorf("reroll caption = %q", c)
+	if c := second.Field("caption"); !strings.Contains(c, "a lighthouse at dusk") || !strings.Contains(c, "16:9") || !strings.Contains(c, "asked by @bob") {
+		t.Errorf("reroll caption = %q, want it to name the presser", c)
+	}
+	if c := result.Caption; !strings.Contains(c, "asked by @alice") {
+		t.Errorf("group caption = %q, want it to name who asked", c)
 	}
 	if got := second.CallbackData(); !slices.Equal(got, []string{"rr:telegram:callback:" + cb.CallbackQuery.ID}) {
 		t.Errorf("reroll's own button = %q", got)

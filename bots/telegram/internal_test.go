@@ -187,7 +187,7 @@ func TestCaptionFits(t *testing.T) {
 	for name, prompt := range prompts {
 		for _, lang := range []core.Lang{core.English, core.SimplifiedChinese, core.TraditionalChinese} {
 			t.Run(name+"/"+string(lang), func(t *testing.T) {
-				c := caption(prompt, model, opts, bal, lang)
+				c := caption(prompt, model, opts, bal, lang, "@someone_with_a_long_name")
 				if n := len(utf16.Encode([]rune(c))); n > maxCaptionLen {
 					t.Fatalf("caption is %d UTF-16 units, over %d", n, maxCaptionLen)
 				}

@@ -18,20 +18,23 @@ const statusTimeout = 15 * time.Second
 
 // runJob submits one core job and reports it in the chat. cb, when not nil,
 // is the callback query that asked for it (rerolls answer it with whether
-// core took the job). It returns once core took or refused the job: a
-// queued job holds no goroutine, and its end is reported from core's.
-func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callbackAnswer) {
+// core took the job); after, when not nil, runs once the job ended. It
+// returns once core took or refused the job: a queued job holds no
+// goroutine, and its end is reported from core's.
+func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callbackAnswer, after func()) {
 	to.order = req.Seq // results and statuses go out in the order their prompts came
 	j := &job{b: b, to: to, key: req.Key, lang: req.Lang, cb: cb}
 	j.status = b.budget.NewStatus(to.chatKey(), to.order, b.cfg.ProgressInterval, j.showStatus)
 	b.inflight.Add(1) // the job's end, counted by Wait; runs inside a counted handler
-	err := b.svc.Submit(ctx, req, j, func(_ core.Receipt, err error) {
+	finish := func(err error) {
 		defer b.inflight.Done()
+		if after != nil {
+			defer after()
+		}
 		j.end(ctx, req, err)
-	})
-	if err != nil {
-		defer b.inflight.Done()
-		j.end(ctx, req, err)
+	}
+	if err := b.svc.Submit(ctx, req, j, func(_ core.Receipt, err error) { finish(err) }); err != nil {
+		finish(err)
 	}
 }
 

@@ -103,8 +103,10 @@ func TestRunRedactsToken(t *testing.T) {
 func TestHelpAndUsage(t *testing.T) {
 	e := newEnv(t)
 	e.send(e.tg.PrivateText(alice, "/start"))
-	e.waitText(t, alice.ID, "I turn descriptions into images", "Stable Diffusion (--model stable-diffusion) — 1 per image [default]",
-		"FLUX (--model flux) — 2 per image", "--ar W:H", "--no TEXT", "5 a day here (resets at 00:00 (UTC))", "/quota")
+	e.waitText(t, alice.ID, "👋", "/imagine a fox in the snow", "/help")
+	e.send(e.tg.PrivateText(alice, "/help"))
+	e.waitText(t, alice.ID, "I turn descriptions into images", "Stable Diffusion (--model stable-diffusion) — 1 credit per picture [default]",
+		"FLUX (--model flux) — 2 credits per picture", "--ar W:H", "--no TEXT", "5 a day here (resets at 00:00 (UTC))", "/quota history your recent pictures")
 	e.send(e.tg.GroupText(group, li, "/help@ImagineTestBot"))
 	e.waitText(t, group.ID, "我可以把文字描述变成图片", "模型", "在群里请使用 /imagine", "示例")
 	e.send(e.tg.GroupText(group, bob, "/imagine"))

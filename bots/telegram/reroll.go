@@ -7,6 +7,7 @@ import (
 	"github.com/go-telegram/bot/models"
 
 	"github.com/imaginebot/imaginebot/bots/catalog"
+	"github.com/imaginebot/imaginebot/bots/chat"
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -23,14 +24,14 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 		cb.answer(ctx, tr(lang).T("button.expired"), true)
 		return
 	}
-	chat, to := pressedOn(cq)
-	scope := ScopeOf(chat)
+	where, to := pressedOn(cq)
+	scope := ScopeOf(where)
 	if scope == "" || cq.From.IsBot {
 		cb.answer(ctx, tr(lang).T("button.no_reroll_here"), true)
 		return
 	}
 	job, err := b.svc.Job(ctx, key)
-	if err == nil && !b.sameChat(job, chat.ID) {
+	if err == nil && !b.sameChat(job, where.ID) {
 		// Buttons only ever carry jobs of their own chat; anything else is
 		// crafted data fishing for another chat's prompt.
 		err = &core.Error{Code: core.CodeNotFound}
@@ -53,7 +54,13 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 		Options: job.Options,
 		ReplyTo: to.replyTo(),
 	}
-	b.runJob(ctx, req, to, cb)
+	busy := chat.RerollKey(req.User, key)
+	if !b.busy.Start(busy) {
+		// A double tap: the first press is still making it.
+		cb.answer(ctx, tr(lang).T("button.already"), false)
+		return
+	}
+	b.runJob(ctx, req, to, cb, func() { b.busy.Done(busy) })
 }
 
 // pressedOn is the chat and message whose button cq pressed; the zero chat

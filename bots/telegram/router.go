@@ -133,7 +133,9 @@ func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.C
 	switch cmd {
 	case "imagine":
 		return b.arrival(func(ctx context.Context, seq uint64) { b.imagine(ctx, updateID, seq, m, args) })
-	case "start", "help":
+	case "start":
+		return func(ctx context.Context) { b.replyText(ctx, m, tr(catalog.Match(m.From.LanguageCode)).T("telegram.start")) }
+	case "help":
 		return func(ctx context.Context) { b.help(ctx, m) }
 	case "quota":
 		return func(ctx context.Context) { b.quota(ctx, m, args) }
@@ -239,10 +241,10 @@ func (b *Bot) imagine(ctx context.Context, updateID int64, seq uint64, m *models
 		Options: cmd.Options,
 		ReplyTo: to.replyTo(),
 	}
-	b.runJob(ctx, req, to, nil)
+	b.runJob(ctx, req, to, nil, nil)
 }
 
-// help answers /start and /help.
+// help answers /help.
 func (b *Bot) help(ctx context.Context, m *models.Message) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()

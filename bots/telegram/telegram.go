@@ -254,6 +254,7 @@ type Bot struct {
 	limits  *pace.Limits // from WithLimits; nil = Telegram's
 	paid    bool         // allow_paid_broadcast: the budget is above Telegram's free 30/s
 	users   *userIndex
+	busy    chat.Busy // rerolls being made, by presser and picture
 	admins  *lru[[2]int64, bool]
 	// buttonKeys maps the short tokens of long keys' buttons to job keys.
 	buttonKeys *lru[string, string]

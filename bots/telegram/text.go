@@ -58,13 +58,22 @@ var syntax = catalog.Syntax{
 // tr is the catalogue in lang.
 func tr(lang core.Lang) catalog.Printer { return catalog.For(lang) }
 
-// caption is a result's caption: the prompt, then the model and options,
-// then what is left of the quota. The prompt is cut so the whole fits
-// Telegram's 1024 units.
-func caption(prompt string, model core.Model, opts core.Options, bal core.Balance, lang core.Lang) string {
+// caption is a result's caption: the prompt, then the model and options
+// (and in groups who asked, since the quota line is theirs), then what is
+// left of the quota. The prompt is cut so the whole fits Telegram's 1024
+// units.
+func caption(prompt string, model core.Model, opts core.Options, bal core.Balance, lang core.Lang, asker string) string {
 	p := tr(lang)
-	meta := fit(p.Meta(model, opts)+"\n"+p.QuotaLine(bal), 500)
+	meta := fit(p.MetaBy(model, opts, asker)+"\n"+p.QuotaLine(bal), 500)
 	return fit(strings.TrimSpace(prompt), maxCaptionLen-utf16Len(meta)-2) + "\n\n" + meta
+}
+
+// asker names who asked for d where others see the result: in groups.
+func asker(to target, d core.Delivery) string {
+	if to.chat < 0 {
+		return d.Job.User.Name
+	}
+	return ""
 }
 
 // commandList is the command menu (setMyCommands) in lang.
