@@ -134,7 +134,9 @@ func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.C
 	case "imagine":
 		return b.arrival(func(ctx context.Context, seq uint64) { b.imagine(ctx, updateID, seq, m, args) })
 	case "start":
-		return func(ctx context.Context) { b.replyText(ctx, m, tr(catalog.Match(m.From.LanguageCode)).T("telegram.start")) }
+		return func(ctx context.Context) {
+			b.replyText(ctx, m, tr(catalog.Match(m.From.LanguageCode)).T("telegram.start"))
+		}
 	case "help":
 		return func(ctx context.Context) { b.help(ctx, m) }
 	case "quota":

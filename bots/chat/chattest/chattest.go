@@ -42,9 +42,9 @@ func (l *Logs) Logger() *slog.Logger {
 
 // Run is an adapter running in a test.
 type Run struct {
-	Cancel  func()                          // ends the adapter's Run
-	Done    <-chan error                    // Run's result
-	Drain   []func(context.Context) error   // then, in order: core's Shutdown, the adapter's Wait
+	Cancel  func()                        // ends the adapter's Run
+	Done    <-chan error                  // Run's result
+	Drain   []func(context.Context) error // then, in order: core's Shutdown, the adapter's Wait
 	Logs    *Logs
 	Secrets []string // none may appear in the logs
 }
