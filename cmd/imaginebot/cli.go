@@ -33,7 +33,7 @@ func commands() []command {
 	return []command{
 		{"run", "run the bot (Telegram) until interrupted", "run [-config FILE]", cmdRun},
 		{"imagine", "make one image with the configured gateway and save it (checks a key and a config)",
-			`imagine [-config FILE] [-model NAME] [-o DIR] [-ar W:H] [-no TEXT] "prompt"`, cmdImagine},
+			imagineUsage, cmdImagine},
 		{"quota", "show and change quotas (through the running bot, or in the database file)", quotaUsage, cmdQuota},
 		{"backup", "write a consistent, checked copy of the database to FILE (also while the bot runs)", "backup [-config FILE] [-db PATH] FILE", cmdBackup},
 		{"healthcheck", "exit 0 when a running bot answers /healthz (container health checks)", "healthcheck [-url URL]", cmdHealthcheck},
@@ -41,6 +41,14 @@ func commands() []command {
 		{"help", "list the commands, or explain one", "help [COMMAND]", nil},
 	}
 }
+
+const imagineUsage = `imagine [-config FILE] [-model NAME] [-ar W:H] [-no TEXT] [-o DIR] [-v] "prompt"
+
+Runs one job through the configured gateway with no limits and no quota, and saves
+the images in DIR as imaginebot-TIME-JOB-N.EXT (never over an existing file).
+Flags may come before or after the prompt ("--" ends them). The prompt is read as
+a chat user's /imagine text: --model, --ar and --no inside it work as in chat, and
+the flag wins when both give the same option.`
 
 // exitUsage marks errors that should print the usage and exit 2.
 type usageError struct{ msg string }

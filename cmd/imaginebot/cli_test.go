@@ -89,14 +89,14 @@ func TestImagineCommandFailures(t *testing.T) {
 		notWant string
 	}{
 		{name: "bad key", env: map[string]string{"IMAGINEBOT_UPSTREAM_API_KEY": "sk-wrong-secret-key"}, args: []string{"a cat"}, code: 1,
-			want: []string{"rejected the bot's credentials", "detail: upstream: HTTP 401"}, notWant: "sk-wrong-secret-key"},
-		{name: "chinese user sees chinese", env: map[string]string{"IMAGINEBOT_UPSTREAM_API_KEY": "sk-good", "LANG": "zh_CN.UTF-8"},
+			want: []string{"check the key (upstream.api_key", "upstream.base_url", "detail: upstream: HTTP 401"}, notWant: "sk-wrong-secret-key"},
+		{name: "chinese locale: progress in chinese, the failure for the operator", env: map[string]string{"IMAGINEBOT_UPSTREAM_API_KEY": "sk-good", "LANG": "zh_CN.UTF-8"},
 			reply: upstreamtest.Status(503, upstreamtest.ErrorBody("model_not_found", "无可用渠道"), nil), args: []string{"a cat"}, code: 1,
-			want: []string{"该模型暂时不可用", "detail: upstream: HTTP 503"}},
+			want: []string{"生成中", "no working channel for this model", "choose another with -model", "detail: upstream: HTTP 503"}, notWant: "该模型暂时不可用"},
 		{name: "no key", env: map[string]string{}, args: []string{"a cat"}, code: 1, want: []string{"upstream.api_key: is empty; set IMAGINEBOT_UPSTREAM_API_KEY"}},
 		{name: "no prompt", env: map[string]string{"IMAGINEBOT_UPSTREAM_API_KEY": "sk-good"}, args: []string{}, code: 2, want: []string{"give a prompt", "usage: imaginebot imagine"}},
 		{name: "unknown model", env: map[string]string{"IMAGINEBOT_UPSTREAM_API_KEY": "sk-good"}, args: []string{"-model", "dalle", "a cat"}, code: 1,
-			want: []string{"I don't know the model “dalle”", "stable-diffusion, flux"}},
+			want: []string{"unknown model “dalle”: -model takes", "stable-diffusion, flux"}, notWant: "I don't know"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
