@@ -369,11 +369,33 @@ type nopService struct{ Service }
 
 func (nopService) Arrival() uint64 { return 0 }
 
-func testBot(t *testing.T) *Bot {
+func testBot(t testing.TB) *Bot {
 	t.Helper()
 	b, err := New(Config{Token: "123456:SECRET-token_value"}, nopService{}, WithUsername("ImagineTestBot"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// Any callback data is either a button of ours, whose key round-trips and
+// fits Telegram's 64 bytes, or refused; nothing panics.
+func FuzzCallbackData(f *testing.F) {
+	for _, s := range []string{"rr:telegram:update:1", "rh:AAAAAAAAAAAAAAAAAAAA", "cx:telegram:callback:9", "ch:", "rr:", "", "xx:yy", "rr:\xff\xfe"} {
+		f.Add(s)
+	}
+	b := testBot(f)
+	f.Fuzz(func(t *testing.T, data string) {
+		for _, k := range []buttonKind{rerollButton, cancelButton} {
+			key, ok := b.buttonKey(k, data)
+			if ok && key == "" {
+				t.Fatalf("%q: an empty key accepted", data)
+			}
+			if d := b.buttonData(k, data); len(d) > maxCallbackLen {
+				t.Fatalf("data for key %q is %d bytes", data, len(d))
+			} else if got, ok := b.buttonKey(k, d); data != "" && (!ok || got != data) {
+				t.Fatalf("key %q round-trips to %q, %v", data, got, ok)
+			}
+		}
+	})
 }
