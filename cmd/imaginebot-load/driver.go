@@ -17,7 +17,7 @@ import (
 	"github.com/go-telegram/bot/models"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
+	"github.com/imaginebot/imaginebot/core"
 )
 
 // Identities of the simulated crowd.
@@ -34,21 +34,38 @@ const (
 // loadJob is one message a simulated user sends.
 type loadJob struct {
 	Index    int // arrival order, from 1
+	Platform string
 	User     int64
-	Chat     int64
+	Chat     int64 // Telegram
 	Heavy    bool
 	Prompt   string
-	MsgID    int
-	UpdateID int64
 	Arrival  time.Duration // injected at t0+Arrival
+
+	// Assigned when sent.
+	MsgID       int    // Telegram: the user's message
+	UpdateID    int64  // Telegram
+	Interaction string // Discord: the interaction's id
+	Token       string // Discord: its token, which the bot's edits carry
 }
 
-// Account is the job's ledger scope, as the Telegram adapter names it.
-func (j *loadJob) Scope() string {
-	if j.Chat < 0 {
-		return "telegram:group:" + strconv.FormatInt(j.Chat, 10)
+// Key is the job's idempotency key in the ledger, as the adapter names it.
+func (j *loadJob) Key() string {
+	if j.Platform == platformDiscord {
+		return "discord:interaction:" + j.Interaction
 	}
-	return "telegram:private"
+	return "telegram:update:" + strconv.FormatInt(j.UpdateID, 10)
+}
+
+// Account is the job's ledger account, as the adapter names it.
+func (j *loadJob) Account() core.AccountKey {
+	user := strconv.FormatInt(j.User, 10)
+	switch {
+	case j.Platform == platformDiscord:
+		return core.AccountKey{Scope: "discord:guild:" + discordGuild, User: "discord:" + user}
+	case j.Chat < 0:
+		return core.AccountKey{Scope: "telegram:group:" + strconv.FormatInt(j.Chat, 10), User: "telegram:" + user}
+	}
+	return core.AccountKey{Scope: "telegram:private", User: "telegram:" + user}
 }
 
 // planJobs lays out the crowd in update order: the heavy user's burst
@@ -59,12 +76,16 @@ func planJobs(cfg Config) []*loadJob {
 		j.Index = len(jobs) + 1
 		jobs = append(jobs, j)
 	}
+	first, heavy := firstUserID, heavyUserID
+	if cfg.Platform == platformDiscord {
+		first, heavy = discordFirstUser, discordHeavyUser
+	}
 	for r := 1; r <= cfg.Heavy; r++ {
-		add(&loadJob{User: heavyUserID, Chat: heavyUserID, Heavy: true, Prompt: fmt.Sprintf("load test heavy user request %d", r)})
+		add(&loadJob{Platform: cfg.Platform, User: heavy, Chat: heavy, Heavy: true, Prompt: fmt.Sprintf("load test heavy user request %d", r)})
 	}
 	for i := 1; i <= cfg.Users; i++ {
-		id := firstUserID + int64(i-1)
-		j := &loadJob{User: id, Chat: id, Prompt: fmt.Sprintf("load test user %d request 1", i)}
+		id := first + int64(i-1)
+		j := &loadJob{Platform: cfg.Platform, User: id, Chat: id, Prompt: fmt.Sprintf("load test user %d request 1", i)}
 		if cfg.Groups > 0 {
 			j.Chat = firstGroupID - int64((i-1)%cfg.Groups)
 		}
@@ -103,7 +124,7 @@ type harness struct {
 	db    string
 	daily int // quotas.daily as written
 	gw    *gateway
-	tg    *telegram
+	plat  platform
 	lnch  *launcher
 	jobs  []*loadJob
 	t0    time.Time
@@ -137,10 +158,20 @@ func (h *harness) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.tg, err = newTelegram(telegramConfig{Token: botToken, Limits: h.cfg.Limits, GlobalRate: h.cfg.TGGlobal,
-		Tolerance: 20 * time.Millisecond, Burst: h.cfg.Burst429, LinkPrefix: h.gw.URL + "/img/"})
-	if err != nil {
-		return err
+	// Assigned only on success: close must not see a nil fake in the interface.
+	if h.cfg.Platform == platformDiscord {
+		d, err := newDiscord(discordConfig{Limits: h.cfg.Limits, Latency: h.cfg.DiscordLatency, Conns: h.cfg.Users + h.cfg.Heavy})
+		if err != nil {
+			return err
+		}
+		h.plat = d
+	} else {
+		tg, err := newTelegram(telegramConfig{Token: botToken, Limits: h.cfg.Limits, GlobalRate: h.cfg.TGGlobal,
+			Tolerance: 20 * time.Millisecond, Burst: h.cfg.Burst429, LinkPrefix: h.gw.URL + "/img/"})
+		if err != nil {
+			return err
+		}
+		h.plat = telegramPlatform{tg}
 	}
 	h.jobs = planJobs(h.cfg)
 	if h.cfg.Heavy > 1000 {
@@ -168,12 +199,10 @@ func (h *harness) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bot log: %w", err)
 	}
-	h.lnch = &launcher{bin: bin, config: cfgPath, log: logf, env: botEnv(map[string]string{
-		"IMAGINEBOT_UPSTREAM_API_KEY":      apiKey,
-		"IMAGINEBOT_TELEGRAM_TOKEN":        botToken,
-		"IMAGINEBOT_TELEGRAM_API_BASE_URL": h.tg.URL,
-		"IMAGINEBOT_DB":                    h.db,
-	})}
+	secrets := h.plat.Env()
+	secrets["IMAGINEBOT_UPSTREAM_API_KEY"] = apiKey
+	secrets["IMAGINEBOT_DB"] = h.db
+	h.lnch = &launcher{bin: bin, config: cfgPath, log: logf, env: botEnv(secrets)}
 	return nil
 }
 
@@ -189,6 +218,7 @@ func (h *harness) botConfig() botConfig {
 		PerUserJobs: min(1000, max(2, h.cfg.Heavy)),
 		Daily:       len(h.jobs) + 10,
 		DBPath:      h.db,
+		Platform:    h.cfg.Platform,
 		TGRate:      h.cfg.TGRate,
 		Extra:       h.cfg.ExtraConfig,
 	}
@@ -198,17 +228,17 @@ func (h *harness) close() {
 	if h.gw != nil {
 		h.gw.Close()
 	}
-	if h.tg != nil {
-		h.tg.Close()
+	if h.plat != nil {
+		h.plat.Close()
 	}
 	if h.lnch != nil {
 		h.lnch.log.Close()
 	}
 }
 
-// startBot starts a process and waits until it polls for updates.
+// startBot starts a process and waits until it serves users.
 func (h *harness) startBot(ctx context.Context) (*botProc, error) {
-	before := h.tg.Polls()
+	ready := h.plat.Readiness()
 	p, err := h.lnch.start()
 	if err != nil {
 		return nil, err
@@ -219,7 +249,7 @@ func (h *harness) startBot(ctx context.Context) (*botProc, error) {
 	h.current = p
 	h.mu.Unlock()
 	deadline := time.Now().Add(readyTimeout)
-	for h.tg.Polls() == before {
+	for !ready() {
 		if p.Exited() {
 			return nil, fmt.Errorf("the bot exited during start-up (%v); its log ends:\n%s", p.err, tail(h.lnch.log.Name(), 20))
 		}
@@ -229,7 +259,7 @@ func (h *harness) startBot(ctx context.Context) (*botProc, error) {
 		}
 		if time.Now().After(deadline) {
 			p.kill()
-			return nil, fmt.Errorf("the bot did not poll for updates within %s; its log ends:\n%s", readyTimeout, tail(h.lnch.log.Name(), 20))
+			return nil, fmt.Errorf("the bot did not serve %s users within %s; its log ends:\n%s", h.cfg.Platform, readyTimeout, tail(h.lnch.log.Name(), 20))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -257,21 +287,19 @@ func (h *harness) sample(p *botProc, killed bool) {
 	}
 }
 
-// inject sends every job's update at its arrival time.
+// inject sends every job's message at its arrival time, and returns once
+// the bot has them all.
 func (h *harness) inject(ctx context.Context) error {
+	defer h.plat.Sent()
 	for _, j := range h.jobs {
 		if d := time.Until(h.t0.Add(j.Arrival)); d > 0 {
 			if !sleepCtx(ctx, d) {
 				return ctx.Err()
 			}
 		}
-		j.MsgID = h.tg.NewMessageID()
-		h.tg.Expect(j.Chat, j.MsgID)
-		id, err := h.tg.Inject(j.update())
-		if err != nil {
+		if err := h.plat.Send(ctx, j); err != nil {
 			return err
 		}
-		j.UpdateID = id
 	}
 	return nil
 }
@@ -308,7 +336,7 @@ func (h *harness) killer(ctx, restartCtx context.Context) error {
 		if !sleepCtx(ctx, time.Until(h.t0.Add(d))) {
 			return nil
 		}
-		if h.tg.Answered() >= len(h.jobs) {
+		if h.plat.Answered() >= len(h.jobs) {
 			return nil
 		}
 		h.mu.Lock()
@@ -316,7 +344,7 @@ func (h *harness) killer(ctx, restartCtx context.Context) error {
 		h.mu.Unlock()
 		h.sample(p, true)
 		p.kill()
-		h.log.Warn("killed the bot", "kill", i+1, "of", h.cfg.Kill, "at", time.Since(h.t0).Round(time.Millisecond), "answered", h.tg.Answered())
+		h.log.Warn("killed the bot", "kill", i+1, "of", h.cfg.Kill, "at", time.Since(h.t0).Round(time.Millisecond), "answered", h.plat.Answered())
 		if _, err := h.startBot(restartCtx); err != nil {
 			return fmt.Errorf("restart after kill %d: %w", i+1, err)
 		}
@@ -358,7 +386,7 @@ func (h *harness) wait(ctx context.Context, injected, killed <-chan error) (wait
 			killed = nil // every kill done: the rest is an ordinary wait
 		case <-tick.C:
 		}
-		answered := h.tg.Answered()
+		answered := h.plat.Answered()
 		now := time.Now()
 		if !injecting && answered >= len(h.jobs) {
 			return outcomeAnswered, nil
@@ -367,7 +395,7 @@ func (h *harness) wait(ctx context.Context, injected, killed <-chan error) (wait
 			return outcomeDeadline, nil
 		}
 		if h.cfg.Idle > 0 && !injecting && h.gw.InFlight() == 0 {
-			last := latest(h.tg.LastSend(), h.gw.LastSeen(), h.t0)
+			last := latest(h.plat.LastSend(), h.gw.LastSeen(), h.t0)
 			if now.Sub(last) > h.cfg.Idle {
 				return outcomeIdle, nil
 			}
@@ -383,9 +411,9 @@ func (h *harness) wait(ctx context.Context, injected, killed <-chan error) (wait
 		}
 		if now.Sub(lastLog) >= 5*time.Second {
 			lastLog = now
-			st := h.tg.Stats()
+			st := h.plat.Stats()
 			h.log.Info("progress", "elapsed", now.Sub(h.t0).Round(time.Second), "answered", answered, "of", len(h.jobs),
-				"gateway", h.gw.requests.Load(), "sent", sends(st), "429s", limited(st)+burst429s(st))
+				"gateway", h.gw.requests.Load(), "sent", st.Sends, "429s", limited(st)+burst429s(st))
 		}
 	}
 }
@@ -397,7 +425,7 @@ func (h *harness) drive(ctx context.Context) (waitOutcome, int, bool, error) {
 	}
 	h.log.Info("bot ready; sending the crowd", "jobs", len(h.jobs), "ideal", h.expectedRun().Round(time.Millisecond))
 	h.t0 = time.Now()
-	h.tg.SetOrigin(h.t0)
+	h.plat.Start(h.t0)
 
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -434,17 +462,7 @@ func (h *harness) drive(ctx context.Context) (waitOutcome, int, bool, error) {
 	return outcome, code, timedOut, err
 }
 
-func sends(st telegramStats) int64 {
-	var n int64
-	for m, s := range st.Methods {
-		if telegramtest.Counted(m) {
-			n += s.Calls
-		}
-	}
-	return n
-}
-
-func limited(st telegramStats) int64 {
+func limited(st platformStats) int64 {
 	var n int64
 	for _, s := range st.Methods {
 		n += s.Limited
@@ -452,7 +470,7 @@ func limited(st telegramStats) int64 {
 	return n
 }
 
-func burst429s(st telegramStats) int64 {
+func burst429s(st platformStats) int64 {
 	var n int64
 	for _, s := range st.Methods {
 		n += s.Burst429

@@ -566,20 +566,16 @@ func writeAPIError(w http.ResponseWriter, status int, desc string, retryAfter in
 	_, _ = writeJSONBytes(w, status, body)
 }
 
-// telegramStats is what the fake Bot API saw, for the report.
-type telegramStats struct {
-	Methods     map[string]methodStats
-	UploadBytes int64
-	Unmatched   int
-	Polls       int64
-}
-
-func (t *telegram) Stats() telegramStats {
+// Stats is what the fake Bot API saw, for the report.
+func (t *telegram) Stats() platformStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := telegramStats{Methods: map[string]methodStats{}, UploadBytes: t.uploadBytes, Unmatched: t.unmatched, Polls: t.polls}
+	s := platformStats{Methods: map[string]methodStats{}, UploadBytes: t.uploadBytes, Unmatched: t.unmatched}
 	for m, st := range t.methods {
 		s.Methods[m] = *st
+		if telegramtest.Counted(m) {
+			s.Sends += st.Calls
+		}
 	}
 	return s
 }

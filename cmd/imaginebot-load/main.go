@@ -2,18 +2,29 @@
 //
 // It builds and starts the bot as a separate process against two fakes of
 // its own — an OpenAI-compatible gateway with a set latency and failure mix,
-// and a Telegram Bot API that enforces Telegram's published flood limits —
-// sends N users' prompts at once (or at a rate), optionally SIGKILLs and
-// restarts the bot during the run, then stops it with SIGTERM, checks the
-// ledger it left and prints throughput, latency over the ideal schedule,
-// CPU and memory, platform calls per job and what users were told.
+// and a chat platform that enforces its published limits — sends N users'
+// prompts at once (or at a rate), optionally SIGKILLs and restarts the bot
+// during the run, then stops it with SIGTERM, checks the ledger it left and
+// prints throughput, latency over the ideal schedule, CPU and memory,
+// platform calls per job and what users were told.
+//
+// The platform is Telegram (default: a Bot API the bot long-polls, with
+// Telegram's flood limits) or, with -platform discord, Discord: each user
+// is a member of one guild sending /imagine as a signed HTTP interaction to
+// the bot's http.listen, and the bot answers through a fake REST API that
+// allows 50 requests a second per bot token (interaction webhooks apart, as
+// on Discord). Discord runs also measure each interaction's acknowledgement
+// (due within 3 s) and the time to the picture.
 //
 //	go run ./cmd/imaginebot-load -n 1000 -c 64 -latency 2s
 //	go run ./cmd/imaginebot-load -n 200 -kill 3 -check
+//	go run ./cmd/imaginebot-load -platform discord -n 1000 -check
 //
 // Exit status: 0 when the run completed (whatever the figures), 1 on a
 // harness error, or with -check when a job was lost, double-charged or not
-// answered, or a call exceeded Telegram's limits.
+// answered, or a call exceeded the platform's limits (Discord: any 429, or
+// an acknowledgement that was late or not a deferred reply or ephemeral
+// refusal).
 package main
 
 import (
@@ -43,6 +54,9 @@ type Config struct {
 	UpstreamTimeout time.Duration
 	JobTimeout      time.Duration
 
+	Platform       string // platformTelegram or platformDiscord
+	DiscordLatency time.Duration
+
 	Limits       bool
 	TGGlobal     float64
 	Burst429Spec string // "every=20s,for=2s"
@@ -68,7 +82,7 @@ func defaultConfig() Config {
 	return Config{
 		Users: 1000, Concurrency: 64, Latency: 2 * time.Second, ImageKB: 8,
 		Retries: 2, UpstreamTimeout: 5 * time.Minute, JobTimeout: 5 * time.Minute,
-		Limits: true, TGGlobal: 30,
+		Platform: platformTelegram, Limits: true, TGGlobal: 30,
 		Timeout: 10 * time.Minute, Idle: time.Minute, Seed: 1,
 	}
 }
@@ -90,6 +104,19 @@ func (c *Config) validate() error {
 	check(c.ArrivalRate >= 0, "-arrival-rate must not be negative")
 	check(c.TGRate >= 0, "-tg-rate must not be negative")
 	check(c.Timeout > 0, "-timeout must be positive")
+	switch c.Platform {
+	case platformTelegram:
+		check(c.DiscordLatency == 0, "-discord-latency needs -platform discord")
+	case platformDiscord:
+		// A killed bot's listener is gone until it restarts: the POSTs in
+		// between would be lost by the harness, not the bot.
+		check(c.Kill == 0, "-kill is not supported with -platform discord")
+		check(c.Groups == 0, "-groups is Telegram's; -platform discord puts every user in one guild")
+		check(c.Burst429Spec == "" && c.TGRate == 0, "-burst429 and -tg-rate are Telegram's")
+		check(c.DiscordLatency >= 0, "-discord-latency must not be negative")
+	default:
+		check(false, "-platform %q: use telegram or discord", c.Platform)
+	}
 	if c.Burst429Spec != "" {
 		b, err := parseBurst(c.Burst429Spec)
 		check(err == nil, "-burst429: %v", err)
@@ -139,7 +166,9 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Retries, "retries", cfg.Retries, "the bot's upstream.retries")
 	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "the bot's upstream.timeout")
 	fs.DurationVar(&cfg.JobTimeout, "job-timeout", cfg.JobTimeout, "the bot's limits.job_timeout")
-	fs.BoolVar(&cfg.Limits, "limits", cfg.Limits, "enforce Telegram's flood limits in the fake Bot API")
+	fs.StringVar(&cfg.Platform, "platform", cfg.Platform, "the users' chat platform: telegram or discord (signed HTTP interactions)")
+	fs.DurationVar(&cfg.DiscordLatency, "discord-latency", 0, "fake Discord REST latency per request (-platform discord)")
+	fs.BoolVar(&cfg.Limits, "limits", cfg.Limits, "enforce the platform's limits in its fake (Telegram's flood limits; Discord's 50 requests/s per bot token)")
 	fs.Float64Var(&cfg.TGGlobal, "tg-global", cfg.TGGlobal, "global Telegram limit, messages per second")
 	fs.StringVar(&cfg.Burst429Spec, "burst429", "", `also answer 429 to every send/edit in windows, e.g. "every=20s,for=2s"`)
 	tgRate := fs.Int("tg-rate", 0, "write telegram.messages_per_second: N into the bot's config")
@@ -152,7 +181,7 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Idle, "idle", cfg.Idle, "stop waiting when neither fake saw a call for this long (0 = wait for -timeout)")
 	fs.StringVar(&cfg.Bin, "bin", "", "prebuilt imaginebot binary (default: go build one)")
 	jsonPath := fs.String("json", "", "also write the figures as JSON to this file")
-	check := fs.Bool("check", false, "exit 1 when a job was lost, double-charged or unanswered, or a 429 was answered with -limits")
+	check := fs.Bool("check", false, "exit 1 when a job was lost, double-charged or unanswered, or a 429 was answered with -limits (Discord: any 429, or an ack late or of the wrong type)")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (config, database, bot log) after a clean run")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the failure mix and kill times")
 	if err := fs.Parse(args); err != nil {

@@ -44,6 +44,7 @@ type botConfig struct {
 	PerUserJobs     int
 	Daily           int
 	DBPath          string
+	Platform        string // the one configured; its secrets come by env
 	TGRate          int    // 0 = leave telegram.messages_per_second out
 	Extra           string // YAML merged over the rest
 }
@@ -52,10 +53,6 @@ type botConfig struct {
 // appending "limits: {...}" to a file that already has limits would be a
 // duplicate key, which the YAML decoder rejects.
 func (c botConfig) yaml() ([]byte, error) {
-	telegram := map[string]any{"poll_timeout": "1s"}
-	if c.TGRate > 0 {
-		telegram["messages_per_second"] = c.TGRate
-	}
 	cfg := map[string]any{
 		"upstream": map[string]any{
 			"base_url": c.GatewayURL,
@@ -70,10 +67,20 @@ func (c botConfig) yaml() ([]byte, error) {
 			"per_user_jobs":   c.PerUserJobs,
 			"job_timeout":     c.JobTimeout.String(),
 		},
-		"quotas":   map[string]any{"daily": c.Daily},
-		"telegram": telegram,
-		"log":      map[string]any{"level": "warn"},
-		"storage":  map[string]any{"path": c.DBPath},
+		"quotas":  map[string]any{"daily": c.Daily},
+		"log":     map[string]any{"level": "warn"},
+		"storage": map[string]any{"path": c.DBPath},
+	}
+	switch c.Platform {
+	case platformDiscord:
+		// Commands in the one guild: registered at once, as on Discord.
+		cfg["discord"] = map[string]any{"guilds": []string{discordGuild}}
+	default:
+		telegram := map[string]any{"poll_timeout": "1s"}
+		if c.TGRate > 0 {
+			telegram["messages_per_second"] = c.TGRate
+		}
+		cfg["telegram"] = telegram
 	}
 	if strings.TrimSpace(c.Extra) != "" {
 		var extra map[string]any

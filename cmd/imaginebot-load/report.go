@@ -63,6 +63,10 @@ type Report struct {
 	Burst429     int64                  `json:"burst_429"`     // -burst429 windows
 	Unattributed int                    `json:"unattributed"`  // sends no job could be found for
 
+	// Discord is the acknowledgements and the time to the picture, with
+	// -platform discord.
+	Discord *discordFigures `json:"discord,omitempty"`
+
 	Gateway        gatewayStats `json:"gateway"`
 	GatewayPerJob  float64      `json:"gateway_requests_per_job"`
 	Ledger         ledgerCheck  `json:"ledger"`
@@ -80,6 +84,7 @@ type Report struct {
 
 // setup echoes the parameters of the run.
 type setup struct {
+	Platform    string  `json:"platform"`
 	Users       int     `json:"users"`
 	Heavy       int     `json:"heavy"`
 	Groups      int     `json:"groups"`
@@ -93,6 +98,8 @@ type setup struct {
 	Hang        float64 `json:"hang"`
 	Kill        int     `json:"kill"`
 	TGRate      int     `json:"tg_rate,omitempty"`
+	// DiscordLatency is the fake REST API's, per request.
+	DiscordLatency float64 `json:"discord_latency_seconds,omitempty"`
 }
 
 type quantile struct {
@@ -151,7 +158,7 @@ type jobOutcome struct {
 func (h *harness) buildReport(ctx context.Context, outcome waitOutcome, waited time.Duration, exitCode int, stopTimedOut bool) *Report {
 	cfg := h.cfg
 	r := &Report{
-		Setup: setup{Users: cfg.Users, Heavy: cfg.Heavy, Groups: cfg.Groups, Concurrency: cfg.Concurrency,
+		Setup: setup{Platform: cfg.Platform, DiscordLatency: cfg.DiscordLatency.Seconds(), Users: cfg.Users, Heavy: cfg.Heavy, Groups: cfg.Groups, Concurrency: cfg.Concurrency,
 			LatencySec: cfg.Latency.Seconds(), ArrivalRate: cfg.ArrivalRate, Limits: cfg.Limits, TGGlobal: cfg.TGGlobal,
 			Burst429: cfg.Burst429Spec, Fail5xx: cfg.Fail5xx, Hang: cfg.Hang, Kill: cfg.Kill, TGRate: cfg.TGRate},
 		Outcome: string(outcome), WaitSeconds: waited.Seconds(), ExitCode: exitCode, StopTimedOut: stopTimedOut,
@@ -171,13 +178,19 @@ func (h *harness) buildReport(ctx context.Context, outcome waitOutcome, waited t
 
 	outs := make([]*jobOutcome, len(h.jobs))
 	for i, j := range h.jobs {
-		outs[i] = &jobOutcome{job: j, view: h.tg.Job(j.MsgID)}
+		outs[i] = &jobOutcome{job: j, view: h.plat.Job(j)}
 	}
 	r.Ledger = checkLedger(ctx, h.db, h.daily, outs)
+	if o, ok := h.plat.(reorderer); ok {
+		o.reorder(outs)
+	}
 
 	h.timing(r, outs)
 	h.calls(r)
 	h.answers(r, outs)
+	if f, ok := h.plat.(figurer); ok {
+		f.figures(r, outs)
+	}
 	r.problems(cfg)
 	return r
 }
@@ -255,7 +268,7 @@ func (h *harness) timing(r *Report, outs []*jobOutcome) {
 
 // calls fills the platform and gateway figures.
 func (h *harness) calls(r *Report) {
-	st := h.tg.Stats()
+	st := h.plat.Stats()
 	r.Calls = st.Methods
 	r.UploadedBytes = st.UploadBytes
 	r.Unattributed = st.Unmatched
@@ -271,7 +284,7 @@ func (h *harness) calls(r *Report) {
 	for m, s := range st.Methods {
 		r.CallsPerJob[m] = per(s.Calls)
 	}
-	r.SendsPerJob = per(sends(st))
+	r.SendsPerJob = per(st.Sends)
 	r.GatewayPerJob = per(r.Gateway.Requests)
 }
 
@@ -326,7 +339,15 @@ func (r *Report) problems(cfg Config) {
 	add(l.CommittedNoPhoto > 0, "%d job(s) charged but the photo never arrived (%d got only a link)", l.CommittedNoPhoto, l.CommittedLinkOnly)
 	add(r.DuplicatePhoto > 0, "%d job(s) got more than one photo", r.DuplicatePhoto)
 	add(len(r.Gateway.GeneratedTwice) > 0, "%d prompt(s) generated successfully twice", len(r.Gateway.GeneratedTwice))
-	add(cfg.Limits && r.Limited429 > 0, "%d call(s) answered 429 for exceeding Telegram's limits", r.Limited429)
+	if d := r.Discord; d != nil {
+		// Discord's own limits are not optional: a 429 on Discord costs
+		// the bot its bucket, and after many its token.
+		add(r.Limited429 > 0, "%d call(s) answered 429 by Discord (%d beyond the 50 requests/s per bot token)", r.Limited429, d.Refused429)
+		add(d.AcksLate > 0, "%d interaction(s) acknowledged after %s: Discord would have shown them as failed", d.AcksLate, ackDeadline)
+		add(d.wrongAcks() > 0, "%d interaction(s) not answered with a deferred reply or an ephemeral refusal: %s", d.wrongAcks(), countsText(d.Acks))
+	} else {
+		add(cfg.Limits && r.Limited429 > 0, "%d call(s) answered 429 for exceeding Telegram's limits", r.Limited429)
+	}
 	add(r.BotCrashed, "the bot exited on its own during the run")
 	add(r.StopTimedOut, "the bot did not exit within %s of SIGTERM", stopGrace)
 	add(!r.BotCrashed && !r.StopTimedOut && r.ExitCode != 0, "the bot exited with status %d after SIGTERM", r.ExitCode)
@@ -346,8 +367,8 @@ func checkLedger(ctx context.Context, path string, daily int, outs []*jobOutcome
 	byKey := map[string]*jobOutcome{}
 	accounts := map[core.AccountKey][]*jobOutcome{}
 	for _, o := range outs {
-		byKey[fmt.Sprintf("telegram:update:%d", o.job.UpdateID)] = o
-		k := core.AccountKey{Scope: o.job.Scope(), User: fmt.Sprintf("telegram:%d", o.job.User)}
+		byKey[o.job.Key()] = o
+		k := o.job.Account()
 		accounts[k] = append(accounts[k], o)
 	}
 	lc.Accounts = len(accounts)
@@ -450,8 +471,13 @@ func (r *Report) Print(w io.Writer) {
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
 	s := r.Setup
 	fmt.Fprintln(tw, "== imaginebot load ==")
-	row("setup", "N=%d heavy=%d groups=%d C=%d L=%gs arrival=%s limits=%v tg-global=%g burst429=%q fail5xx=%g hang=%g kill=%d",
-		s.Users, s.Heavy, s.Groups, s.Concurrency, s.LatencySec, arrivalText(s.ArrivalRate), s.Limits, s.TGGlobal, s.Burst429, s.Fail5xx, s.Hang, s.Kill)
+	if s.Platform == platformDiscord {
+		row("setup", "platform=discord (HTTP interactions) N=%d heavy=%d C=%d L=%gs arrival=%s limits=%v discord-latency=%gs fail5xx=%g hang=%g",
+			s.Users, s.Heavy, s.Concurrency, s.LatencySec, arrivalText(s.ArrivalRate), s.Limits, s.DiscordLatency, s.Fail5xx, s.Hang)
+	} else {
+		row("setup", "platform=telegram N=%d heavy=%d groups=%d C=%d L=%gs arrival=%s limits=%v tg-global=%g burst429=%q fail5xx=%g hang=%g kill=%d",
+			s.Users, s.Heavy, s.Groups, s.Concurrency, s.LatencySec, arrivalText(s.ArrivalRate), s.Limits, s.TGGlobal, s.Burst429, s.Fail5xx, s.Hang, s.Kill)
+	}
 	row("run", "%s after %.1fs; bot exit code %d%s; %d process(es)", r.Outcome, r.WaitSeconds, r.ExitCode, stopNote(r), r.Processes)
 	row("jobs", "%d: photo delivered %d, link only %d, unanswered %d; ledger: committed %d, refunded %d, pending %d, never reserved %d",
 		r.Jobs, r.Delivered, r.LinksOnly, r.Unanswered, r.Ledger.Committed, r.Ledger.Refunded, r.Ledger.Pending, r.Ledger.NoRecord)
@@ -470,7 +496,14 @@ func (r *Report) Print(w io.Writer) {
 	row("bot peak RSS", "%.1f MiB (VmHWM)", float64(r.PeakRSSBytes)/(1<<20))
 	row("uploads", "%.1f MiB", float64(r.UploadedBytes)/(1<<20))
 	row("platform sends+edits", "%.2f per job", r.SendsPerJob)
-	row("429 answered", "%d beyond limits, %d in burst windows", r.Limited429, r.Burst429)
+	if d := r.Discord; d != nil {
+		row("acks", "%s", countsText(d.Acks))
+		row("ack latency", "%s; %d at or over %s", qText(d.AckLatency), d.AcksLate, ackDeadline)
+		row("POST to picture", "%s", qText(d.Delivery))
+		row("429 answered", "%d (the 50/s per bot token refused %d); edits in flight at once: up to %d", r.Limited429, d.Refused429, d.PeakEditsInFlight)
+	} else {
+		row("429 answered", "%d beyond limits, %d in burst windows", r.Limited429, r.Burst429)
+	}
 	row("gateway", "%d requests (%.2f per job): %d ok, %d 5xx, %d hung; %d image downloads",
 		r.Gateway.Requests, r.GatewayPerJob, r.Gateway.Successes, r.Gateway.Failed5xx, r.Gateway.Hung, r.Gateway.ImageGets)
 	l := r.Ledger
@@ -486,7 +519,7 @@ func (r *Report) Print(w io.Writer) {
 	}
 	tw.Flush()
 
-	fmt.Fprintln(w, "\nplatform calls by method:")
+	fmt.Fprintln(w, "\nplatform calls by method (Discord: by route):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "method\tcalls\tper job\tok\t429 limit\t429 burst\tother errors\t")
 	for _, m := range slices.Sorted(maps.Keys(r.Calls)) {
