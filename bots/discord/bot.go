@@ -62,6 +62,7 @@ type Bot struct {
 	metrics   Metrics
 	transport http.RoundTripper
 	limits    *pace.Limits
+	proxy     *proxySetting // WithProxy; nil: the environment's
 
 	session *discordgo.Session // bot-token REST calls, and the gateway
 	hooks   *webhooks
@@ -106,7 +107,7 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 	}
 	base := b.transport
 	if base == nil {
-		base = &http.Transport{Proxy: http.ProxyFromEnvironment, MaxConnsPerHost: cfg.Connections, MaxIdleConnsPerHost: cfg.Connections,
+		base = &http.Transport{Proxy: b.proxy.httpProxy(), MaxConnsPerHost: cfg.Connections, MaxIdleConnsPerHost: cfg.Connections,
 			IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second, ForceAttemptHTTP2: true}
 	}
 	rt, err := newRewrite(cfg.APIBaseURL, base)
@@ -122,6 +123,9 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 		return nil, fmt.Errorf("discord: %w", err)
 	}
 	s.Client = client
+	if d := b.proxy.websocketDialer(); d != nil {
+		s.Dialer = d
+	}
 	s.StateEnabled = false // interactions carry what they need
 	s.Identify.Intents = discordgo.IntentsNone
 	s.ShouldReconnectOnError = true

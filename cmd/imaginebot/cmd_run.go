@@ -93,7 +93,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 			MessagesPerSecond: cfg.Telegram.MessagesPerSecond,
 			// Results, status edits, long polls and commands in flight at once.
 			Connections: coreCfg.Concurrency + 16,
-		}, svc, telegram.WithLogger(log), telegram.WithMetrics(m.platform("telegram")))
+		}, svc, telegram.WithLogger(log), telegram.WithMetrics(m.platform("telegram")), telegramProxy(cfg, log))
 		if err != nil {
 			return err // "telegram: …" already
 		}
@@ -106,7 +106,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 			AllowDMs: d.AllowDMs, ProgressInterval: d.ProgressInterval, MaxUploadBytes: int64(d.MaxUploadBytes),
 			PrivateHosts: cfg.Images.AllowPrivateHosts,
 			Connections:  coreCfg.Concurrency + 16,
-		}, svc, discord.WithLogger(log), discord.WithMetrics(m.platform("discord")))
+		}, svc, discord.WithLogger(log), discord.WithMetrics(m.platform("discord")), discordProxy(cfg, log))
 		if err != nil {
 			return err // "discord: …" already
 		}

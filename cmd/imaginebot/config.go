@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -31,6 +32,13 @@ type Config struct {
 	HTTP         HTTPConfig     `yaml:"http"`
 	Telegram     TelegramConfig `yaml:"telegram"`
 	Discord      DiscordConfig  `yaml:"discord"`
+	// Proxy is the outbound proxy for Telegram, Discord and the gateway
+	// (and the image downloads), unless their own proxy key says otherwise.
+	Proxy string `yaml:"proxy"`
+
+	// proxyPassword (IMAGINEBOT_PROXY_PASSWORD) is the password of the user
+	// Proxy names, so that the URL can sit in the file without it.
+	proxyPassword string
 }
 
 type UpstreamConfig struct {
@@ -45,6 +53,7 @@ type UpstreamConfig struct {
 	TopP              *float64      `yaml:"top_p"`
 	MaxTokens         *int          `yaml:"max_tokens"`
 	N                 int           `yaml:"n"`
+	Proxy             string        `yaml:"proxy"`
 }
 
 type ModelConfig struct {
@@ -111,6 +120,7 @@ type TelegramConfig struct {
 	// paid broadcasts up to 1000).
 	MessagesPerSecond int             `yaml:"messages_per_second"`
 	Webhook           TelegramWebhook `yaml:"webhook"`
+	Proxy             string          `yaml:"proxy"`
 }
 
 type TelegramWebhook struct {
@@ -132,6 +142,7 @@ type DiscordConfig struct {
 	InteractionsPath string        `yaml:"interactions_path"`
 	ProgressInterval time.Duration `yaml:"progress_interval"`
 	MaxUploadBytes   ByteSize      `yaml:"max_upload_bytes"`
+	Proxy            string        `yaml:"proxy"`
 }
 
 // envSecrets maps environment variables to the keys they set. The
@@ -155,6 +166,11 @@ func envSecrets(c *Config) map[string]*string {
 		"IMAGINEBOT_DISCORD_PUBLIC_KEY":      &c.Discord.PublicKey,
 		"IMAGINEBOT_DISCORD_API_BASE_URL":    &c.Discord.APIBaseURL,
 		"IMAGINEBOT_DISCORD_MODE":            &c.Discord.Mode,
+		"IMAGINEBOT_PROXY":                   &c.Proxy,
+		"IMAGINEBOT_PROXY_PASSWORD":          &c.proxyPassword,
+		"IMAGINEBOT_TELEGRAM_PROXY":          &c.Telegram.Proxy,
+		"IMAGINEBOT_DISCORD_PROXY":           &c.Discord.Proxy,
+		"IMAGINEBOT_UPSTREAM_PROXY":          &c.Upstream.Proxy,
 	}
 }
 
@@ -235,6 +251,14 @@ func literalSecrets(data []byte) bool {
 	for _, v := range []string{raw.Upstream.APIKey, raw.Upstream.UserIDSecret, raw.Telegram.Token, raw.Telegram.Webhook.SecretToken, raw.Discord.Token} {
 		if v != "" && !envRefRe.MatchString(v) {
 			return true
+		}
+	}
+	// A proxy URL with a password in it, rather than from the environment.
+	for _, v := range []string{raw.Proxy, raw.Upstream.Proxy, raw.Telegram.Proxy, raw.Discord.Proxy} {
+		if u, err := url.Parse(v); err == nil && u.User != nil && !envRefRe.MatchString(v) {
+			if _, ok := u.User.Password(); ok {
+				return true
+			}
 		}
 	}
 	return false

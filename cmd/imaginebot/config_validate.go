@@ -267,6 +267,7 @@ func (c *Config) validate() []string {
 		}
 	}
 	c.validateDiscord(&p)
+	c.validateProxies(&p)
 	return p.list
 }
 

@@ -60,11 +60,14 @@ func newGenerator(c *Config, log *slog.Logger, secret string, opts ...upstream.O
 	// Every job in flight holds one gateway connection and then one image
 	// download: size the kept-alive pools to the concurrency.
 	conns := c.Limits.Concurrency + 4
+	// The image downloads go the gateway's way: their hosts are the
+	// gateway's or its CDN's, blocked where it is.
+	proxyOpts, fetchProxy := upstreamProxy(c, log)
 	f := fetch.New(fetch.Config{
 		MaxBytes:     int64(c.Images.MaxBytes),
 		AllowedHosts: c.Images.AllowPrivateHosts,
 		MaxConns:     conns,
-	}, fetch.WithLogger(log))
+	}, append([]fetch.Option{fetch.WithLogger(log)}, fetchProxy...)...)
 	u := c.Upstream
 	retries := *u.Retries
 	if retries == 0 {
@@ -82,7 +85,7 @@ func newGenerator(c *Config, log *slog.Logger, secret string, opts ...upstream.O
 		MaxTokens:         u.MaxTokens,
 		N:                 u.N,
 		MaxConns:          conns,
-	}, f, append([]upstream.Option{upstream.WithLogger(log)}, opts...)...)
+	}, f, append(append([]upstream.Option{upstream.WithLogger(log)}, proxyOpts...), opts...)...)
 }
 
 // userIDSecretSetting is where the ledger keeps the generated secret.

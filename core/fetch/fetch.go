@@ -1,7 +1,8 @@
 // Package fetch downloads the images an upstream gateway points to. Those
 // references are untrusted: the guard refuses schemes other than http(s) and
 // data:, private and special addresses (checked on the address actually
-// dialled, so redirects and DNS rebinding are covered), oversized bodies and
+// dialled, so redirects and DNS rebinding are covered; through a proxy, on
+// the address the proxy is asked to connect to), oversized bodies and
 // anything that does not sniff as PNG, JPEG, WebP or GIF.
 package fetch
 
@@ -83,6 +84,22 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// ProxyDialer connects to an address through an outbound proxy
+// (netproxy.Dialer): the proxy must be asked for addr exactly as given.
+type ProxyDialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// WithProxy downloads through a proxy. The guard still decides where a
+// download may go: it resolves the URL's host itself, checks the addresses,
+// and asks the proxy for a checked IP address and port, never for the name,
+// so the proxy can neither be pointed at a private address nor resolve the
+// name anew (DNS rebinding). TLS still names the URL's host. http:// images
+// go through a CONNECT tunnel too.
+func WithProxy(d ProxyDialer) Option {
+	return func(f *Fetcher) { f.proxy = d }
+}
+
 // Fetcher downloads and checks images. It is safe for concurrent use.
 type Fetcher struct {
 	maxBytes     int64
@@ -90,7 +107,9 @@ type Fetcher struct {
 	timeout      time.Duration
 	userAgent    string
 	client       *http.Client
+	dialer       *dialer
 	log          *slog.Logger
+	proxy        ProxyDialer
 }
 
 // New returns a Fetcher. Allowlist entries that cannot be parsed are logged
@@ -127,12 +146,14 @@ func New(cfg Config, opts ...Option) *Fetcher {
 	for _, err := range bad {
 		f.log.Warn("fetch: ignoring allowed host entry", "err", err)
 	}
-	d := newDialer(allow)
+	d := newDialer(allow, f.proxy)
+	f.dialer = d
 	// Built field by field rather than cloned from http.DefaultTransport: a
 	// clone would inherit whatever another package set on that global, and
 	// Proxy must stay nil — a proxy from the environment would dial for us
-	// and bypass the address check. The values match DefaultTransport's, but
-	// for the idle pool.
+	// and bypass the address check (WithProxy's goes through the guard's
+	// dialer instead). The values match DefaultTransport's, but for the idle
+	// pool.
 	tr := &http.Transport{
 		Proxy:                  nil,
 		DialContext:            d.DialContext,

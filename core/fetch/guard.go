@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,16 +80,31 @@ func (a allowlist) allowsIP(ip netip.Addr) bool {
 // connected to. Checking there, after resolution, is what covers redirects
 // and DNS rebinding: a name that resolved to a public address for a check
 // made earlier can resolve to 127.0.0.1 by the time we connect.
+//
+// Through a proxy there is no connect of ours to vet: the dialer resolves
+// the name itself, checks the addresses and asks the proxy for a checked
+// one (dialProxy).
 type dialer struct {
 	allow   allowlist
 	open    *net.Dialer
 	guarded *net.Dialer
+	proxy   ProxyDialer
+	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
-func newDialer(allow allowlist) *dialer {
+// maxProxyTries caps the addresses of one name tried through the proxy, as
+// a direct dial tries a primary and a fallback: a proxy that is down would
+// otherwise be dialled once per address.
+const maxProxyTries = 2
+
+func newDialer(allow allowlist, proxy ProxyDialer) *dialer {
 	d := &dialer{
 		allow: allow,
 		open:  &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
+		proxy: proxy,
+		lookup: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
 	}
 	d.guarded = &net.Dialer{
 		Timeout:        30 * time.Second,
@@ -99,12 +115,15 @@ func newDialer(allow allowlist) *dialer {
 }
 
 // DialContext is the Transport's dialer; addr is the URL's host:port (the
-// Transport has no proxy), so the allowlist is checked against what the
-// URL named, not against what it resolved to.
+// Transport has no proxy of its own), so the allowlist is checked against
+// what the URL named, not against what it resolved to.
 func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: dial %q: %w", addr, err)
+	}
+	if d.proxy != nil {
+		return d.dialProxy(ctx, network, host, port)
 	}
 	if d.allow.allowsHost(host) {
 		return d.open.DialContext(ctx, network, addr)
@@ -116,6 +135,72 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 	}
 	return d.guarded.DialContext(ctx, network, addr)
+}
+
+// dialProxy connects through the proxy to an address of host that passed
+// the check, made here before the proxy hears of it. The proxy is asked for
+// that IP, so what it connects to is what was checked: it resolves nothing.
+func (d *dialer) dialProxy(ctx context.Context, network, host, port string) (net.Conn, error) {
+	addr := net.JoinHostPort(host, port)
+	ips, err := d.resolve(ctx, network, host)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s: %w", network, addr, err)
+	}
+	// Named in the allowlist: its addresses may be private.
+	trusted := d.allow.allowsHost(host)
+	var blocked, failed error
+	tried := 0
+	for _, ip := range ips {
+		if !trusted {
+			if err := d.check(ip); err != nil {
+				blocked = cmp.Or(blocked, err)
+				continue
+			}
+		}
+		if tried == maxProxyTries {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("dial %s %s: %w", network, addr, err)
+		}
+		tried++
+		conn, err := d.proxy.DialContext(ctx, "tcp", net.JoinHostPort(ip.WithZone("").Unmap().String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		failed = cmp.Or(failed, err)
+	}
+	if failed != nil {
+		// A refusal of the proxy's is a network failure, not a blocked
+		// address, even when another address of the name was blocked.
+		return nil, fmt.Errorf("dial %s %s through the proxy: %w", network, addr, failed)
+	}
+	return nil, fmt.Errorf("dial %s %s: %w", network, addr, cmp.Or(blocked, errors.New("no address")))
+}
+
+// resolve returns host's addresses for network; an IP literal is its own.
+func (d *dialer) resolve(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	var ips []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ips = []netip.Addr{ip}
+	} else {
+		found, err := d.lookup(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		ips = found
+	}
+	var out []netip.Addr
+	for _, ip := range ips {
+		v4 := ip.Unmap().Is4()
+		if network == "tcp" || (network == "tcp4" && v4) || (network == "tcp6" && !v4) {
+			out = append(out, ip)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no %s address for %s", network, host)
+	}
+	return out, nil
 }
 
 // control runs after resolution and before connect, once per address tried.

@@ -24,6 +24,7 @@ import (
 	"math/rand/v2"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -96,6 +97,15 @@ type Option func(*Client)
 // client does not follow redirects (a POST must not turn into a GET).
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
+// WithProxy sends the calls to the gateway through the proxy at u (http,
+// https or socks5: net/http's Transport.Proxy speaks all three); nil sends
+// them directly, whatever HTTPS_PROXY says. Without it the environment's
+// proxy variables apply. It shapes the default client only, not one from
+// WithHTTPClient.
+func WithProxy(u *url.URL) Option {
+	return func(c *Client) { c.proxy, c.proxySet = u, true }
+}
+
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.log = l } }
 
@@ -137,6 +147,8 @@ type Client struct {
 	rand     func() float64
 	metrics  Metrics
 	answered atomic.Int64 // unix nanos of the gateway's last answer below 500
+	proxy    *url.URL     // WithProxy, when proxySet
+	proxySet bool
 }
 
 var _ core.Generator = (*Client)(nil)
@@ -177,6 +189,9 @@ func New(cfg Config, f Fetcher, opts ...Option) *Client {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = cmp.Or(cfg.MaxConns, 16)
 		tr.MaxIdleConns = max(tr.MaxIdleConns, tr.MaxIdleConnsPerHost)
+		if c.proxySet {
+			tr.Proxy = http.ProxyURL(c.proxy)
+		}
 		c.hc = &http.Client{
 			Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
