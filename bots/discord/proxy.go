@@ -7,7 +7,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/imaginebot/imaginebot/netproxy"
+	"github.com/imaginebot/imaginebot/core/netproxy"
 )
 
 // WithProxy sends everything the adapter says to Discord through the proxy

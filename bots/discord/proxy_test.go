@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/imaginebot/imaginebot/bots/discord/discordtest"
-	"github.com/imaginebot/imaginebot/netproxy/netproxytest"
+	"github.com/imaginebot/imaginebot/core/netproxy/netproxytest"
 )
 
 // In gateway mode the REST calls and the websocket both go through the

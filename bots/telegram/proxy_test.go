@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/imaginebot/imaginebot/bots/telegram"
-	"github.com/imaginebot/imaginebot/netproxy/netproxytest"
+	"github.com/imaginebot/imaginebot/core/netproxy/netproxytest"
 )
 
 // Every Bot API call — the long poll and the picture — goes through the

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -18,9 +21,9 @@ import (
 	"github.com/imaginebot/imaginebot/storage/bolt"
 )
 
-// shutdownGrace is how long jobs in flight may run on after a stop signal
-// before they are cancelled and refunded.
-const shutdownGrace = 30 * time.Second
+// defaultDrain is how long jobs in flight may run on after a stop signal
+// before the rest are cancelled and refunded (shutdown.drain).
+const defaultDrain = 60 * time.Second
 
 func cmdRun(ctx context.Context, e env, args []string) error {
 	fs, cfgPath := newFlags(e, "run")
@@ -31,12 +34,24 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return run(ctx, cfg, newLogger(e.stderr, cfg.Log), nil)
+	// A second signal skips the drain: jobs still running are cancelled
+	// and refunded at once, and the ledger is closed cleanly all the same.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	hurry := make(chan struct{})
+	go func() {
+		<-sig // the first, which also ends ctx (cli.go)
+		<-sig
+		close(hurry)
+	}()
+	return run(ctx, cfg, newLogger(e.stderr, cfg.Log), nil, hurry)
 }
 
-// run wires the bot and serves until ctx ends. ready, when not nil, gets
-// the HTTP listener's address once everything is up (tests).
-func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr string)) error {
+// run wires the bot and serves until ctx ends, then drains. ready, when not
+// nil, gets the HTTP listener's address once everything is up (tests);
+// closing hurry cuts the drain short.
+func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr string), hurry ...<-chan struct{}) error {
 	m := newMetrics()
 	db, err := bolt.Open(cfg.Storage.Path, bolt.WithLogger(log), bolt.WithCommitObserver(m.commit))
 	if err != nil {
@@ -187,14 +202,25 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 		ready(addr)
 	}
 
+	drain := *cfg.Shutdown.Drain
 	select {
 	case <-ctx.Done():
-		log.Info("stopping: finishing jobs in flight", "grace", shutdownGrace)
+		log.Info("stopping: new requests are refused; finishing jobs in flight", "drain", drain)
 	case <-gctx.Done():
 		log.Error("stopping: a component failed")
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	for _, h := range hurry {
+		go func() {
+			select {
+			case <-h:
+				log.Warn("second signal: cancelling the jobs still running (they are refunded)")
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+	}
 	serr := svc.Shutdown(sctx)
 	stopBots()
 	if srv != nil {

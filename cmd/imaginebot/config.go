@@ -29,6 +29,7 @@ type Config struct {
 	Images       ImagesConfig   `yaml:"images"`
 	Storage      StorageConfig  `yaml:"storage"`
 	Log          LogConfig      `yaml:"log"`
+	Shutdown     ShutdownConfig `yaml:"shutdown"`
 	HTTP         HTTPConfig     `yaml:"http"`
 	Telegram     TelegramConfig `yaml:"telegram"`
 	Discord      DiscordConfig  `yaml:"discord"`
@@ -97,6 +98,12 @@ type StorageConfig struct {
 	AdminSocket string `yaml:"admin_socket"`
 	// adminSocketDerived: admin_socket was not set and follows path.
 	adminSocketDerived bool
+}
+
+type ShutdownConfig struct {
+	// Drain is how long jobs in flight may run on after a stop signal
+	// before the rest are cancelled, refunded and their users told.
+	Drain *time.Duration `yaml:"drain"`
 }
 
 type LogConfig struct {

@@ -61,6 +61,10 @@ func (c *Config) applyDefaults() {
 	if c.Storage.AdminSocket == "" {
 		c.Storage.AdminSocket, c.Storage.adminSocketDerived = c.Storage.Path+".sock", true
 	}
+	if c.Shutdown.Drain == nil {
+		d := defaultDrain
+		c.Shutdown.Drain = &d
+	}
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
 	t := &c.Telegram
@@ -215,6 +219,9 @@ func (c *Config) validate() []string {
 	}
 	if c.Storage.JobRetention < time.Hour {
 		p.add("storage.job_retention", "%s is too short; keep job records at least 1h (default 2160h = 90 days)", c.Storage.JobRetention)
+	}
+	if d := *c.Shutdown.Drain; d < 0 || d > time.Hour {
+		p.add("shutdown.drain", "%s is out of range; use 0s (cancel at once) to 1h (default 60s)", d)
 	}
 	if !slices.Contains(logLevels, c.Log.Level) {
 		p.add("log.level", "%q is not a level; use one of %s", c.Log.Level, strings.Join(logLevels, ", "))

@@ -8,8 +8,8 @@ import (
 	"github.com/imaginebot/imaginebot/bots/discord"
 	"github.com/imaginebot/imaginebot/bots/telegram"
 	"github.com/imaginebot/imaginebot/core/fetch"
+	"github.com/imaginebot/imaginebot/core/netproxy"
 	"github.com/imaginebot/imaginebot/core/upstream"
-	"github.com/imaginebot/imaginebot/netproxy"
 )
 
 // proxyDirect, as a target's proxy, sends that target's traffic directly

@@ -17,9 +17,9 @@ import (
 	"github.com/imaginebot/imaginebot/bots/chat/chattest"
 	"github.com/imaginebot/imaginebot/bots/discord/discordtest"
 	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
+	"github.com/imaginebot/imaginebot/core/netproxy"
+	"github.com/imaginebot/imaginebot/core/netproxy/netproxytest"
 	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
-	"github.com/imaginebot/imaginebot/netproxy"
-	"github.com/imaginebot/imaginebot/netproxy/netproxytest"
 )
 
 const proxyPassword = "pr0xy-pa55word-from-env"

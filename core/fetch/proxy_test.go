@@ -15,8 +15,8 @@ import (
 
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/fetch"
-	"github.com/imaginebot/imaginebot/netproxy"
-	"github.com/imaginebot/imaginebot/netproxy/netproxytest"
+	"github.com/imaginebot/imaginebot/core/netproxy"
+	"github.com/imaginebot/imaginebot/core/netproxy/netproxytest"
 )
 
 // The image downloads through each kind of proxy keep the guarantee of a

@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imaginebot/imaginebot/core/netproxy/netproxytest"
 	"github.com/imaginebot/imaginebot/core/upstream"
 	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
-	"github.com/imaginebot/imaginebot/netproxy/netproxytest"
 )
 
 // The gateway is reached through the proxy WithProxy names.

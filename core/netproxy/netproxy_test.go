@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imaginebot/imaginebot/netproxy"
-	"github.com/imaginebot/imaginebot/netproxy/netproxytest"
+	"github.com/imaginebot/imaginebot/core/netproxy"
+	"github.com/imaginebot/imaginebot/core/netproxy/netproxytest"
 )
 
 const secret = "pr0xy-s3cret"
