@@ -66,7 +66,8 @@ type Bot struct {
 
 	session *discordgo.Session // bot-token REST calls, and the gateway
 	hooks   *webhooks
-	budget  *pace.Budget
+	budget  *pace.Budget // interaction webhooks: the replies and their edits
+	botBud  *pace.Budget // calls with the bot token (commands, channel posts)
 	pubKey  ed25519.PublicKey
 	owners  map[string]bool
 	modRole map[string]bool
@@ -135,25 +136,32 @@ func New(cfg Config, svc Service, opts ...Option) (*Bot, error) {
 	discordgo.Logger = b.discordgoLog // the library logs through one package variable
 	b.session = s
 	b.hooks = &webhooks{client: client, appID: cfg.ApplicationID}
-	lim := limits(cfg.RequestsPerSecond)
+	hooks, bot := limits(cfg.RequestsPerSecond)
 	if b.limits != nil {
-		lim = *b.limits
+		hooks, bot = *b.limits, *b.limits
 	}
-	b.budget = pace.NewBudget(lim, time.Now)
+	b.budget, b.botBud = pace.NewBudget(hooks, time.Now), pace.NewBudget(bot, time.Now)
 	b.readyErr.Store("not started")
 	return b, nil
 }
 
-// limits are Discord's send limits for the budget: the bot's requests a
-// second overall, and per interaction (its "chat": the webhook of one
-// token) a little under Discord's 5 edits in 5 seconds.
-func limits(perSecond float64) pace.Limits {
-	return pace.Limits{
-		Global:        pace.Rate{PerSecond: perSecond, Burst: max(pace.MaxBatch, int(perSecond/5))},
+// limits are Discord's send limits. Calls with the bot token share its 50
+// requests a second (perSecond, a little under). Interaction webhooks are
+// not bound to that limit, only to each token's own (the "chat": a little
+// under 5 edits in 5 seconds); their overall rate is capped at webhookRate
+// all the same, so a crowd cannot turn into a flood.
+func limits(perSecond float64) (hooks, bot pace.Limits) {
+	hooks = pace.Limits{
+		Global:        pace.Rate{PerSecond: webhookRate, Burst: webhookRate / 5},
 		Chat:          pace.Rate{PerSecond: 1 / 1.2, Burst: 2},
 		ProgressShare: 0.1,
 	}
+	bot = pace.Limits{Global: pace.Rate{PerSecond: perSecond, Burst: max(pace.MaxBatch, int(perSecond/5))}}
+	return hooks, bot
 }
+
+// webhookRate caps interaction webhook calls a second, all tokens together.
+const webhookRate = 150
 
 func set(xs []string) map[string]bool {
 	m := make(map[string]bool, len(xs))
@@ -291,8 +299,12 @@ func (b *Bot) gatewayInteraction(ctx context.Context, i *discordgo.Interaction, 
 // under Discord's limits) holds the budget for as long as Discord asked,
 // and the call is tried again, twice at most.
 func (b *Bot) send(ctx context.Context, m pace.Msg, fn func(ctx context.Context) error) error {
+	bud := b.budget
+	if m.Chat.ID == botChat || strings.HasPrefix(m.Chat.ID, channelChat) {
+		bud = b.botBud
+	}
 	for attempt := 0; ; attempt++ {
-		if err := b.budget.Wait(ctx, m); err != nil {
+		if err := bud.Wait(ctx, m); err != nil {
 			return err
 		}
 		err := fn(ctx)
@@ -301,9 +313,15 @@ func (b *Bot) send(ctx context.Context, m pace.Msg, fn func(ctx context.Context)
 			return err
 		}
 		b.log.Warn("discord: rate limited", "retry_after", d)
-		b.budget.Hold(m.Chat, d)
+		bud.Hold(m.Chat, d)
 	}
 }
+
+// The budgets' names for what is not an interaction's webhook.
+const (
+	botChat     = "bot"      // commands and other bot-wide calls
+	channelChat = "channel:" // + channel id: posts in a channel
+)
 
 func chatOf(token string) pace.Chat { return pace.Chat{ID: token} }
 

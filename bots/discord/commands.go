@@ -176,7 +176,7 @@ func (b *Bot) syncCommands(ctx context.Context) error {
 
 // botCall paces a call made with the bot token.
 func (b *Bot) botCall(ctx context.Context, fn func(ctx context.Context) error) error {
-	return b.send(ctx, pace.Msg{Chat: pace.Chat{ID: "bot"}, Class: pace.Reply}, fn)
+	return b.send(ctx, pace.Msg{Chat: pace.Chat{ID: botChat}, Class: pace.Reply}, fn)
 }
 
 // sameCommands compares what matters of two command lists: Discord answers

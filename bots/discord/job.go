@@ -317,7 +317,7 @@ func (b *Bot) fitImages(imgs []core.Image, limit int64) (fitted []core.Image, li
 // channelPost sends m as a new message in channel with the bot token,
 // mentioning only user.
 func (b *Bot) channelPost(ctx context.Context, channel, user string, m message, order uint64) error {
-	err := b.send(ctx, pace.Msg{Chat: pace.Chat{ID: "channel:" + channel, Group: true}, Class: pace.Result, Order: order}, func(ctx context.Context) error {
+	err := b.send(ctx, pace.Msg{Chat: pace.Chat{ID: channelChat + channel}, Class: pace.Result, Order: order}, func(ctx context.Context) error {
 		_, err := b.session.ChannelMessageSendComplex(channel, &discordgo.MessageSend{Content: m.Content, Embeds: m.Embeds,
 			Components: m.Components, Files: m.files(), AllowedMentions: &discordgo.MessageAllowedMentions{Users: []string{user}}},
 			discordgo.WithContext(ctx))
