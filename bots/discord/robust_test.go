@@ -15,6 +15,7 @@ import (
 	"github.com/bwmarrin/discordgo"
 
 	"github.com/imaginebot/imaginebot/bots/discord/discordtest"
+	"github.com/imaginebot/imaginebot/core/netproxy/netproxytest"
 	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
 )
 
@@ -232,4 +233,25 @@ func TestBoostedServerUploadLimit(t *testing.T) {
 	if len(f.Data) != len(big) || !strings.HasSuffix(f.Name, ".png") {
 		t.Fatalf("uploaded %s of %d bytes, want the %d-byte PNG", f.Name, len(f.Data), len(big))
 	}
+}
+
+// In gateway mode the REST calls and the websocket both go through the
+// proxy WithProxy names, with its credentials.
+func TestBotThroughProxy(t *testing.T) {
+	netproxytest.WithSchemes(t, func(t *testing.T, p *netproxytest.Proxy) {
+		e := newEnv(t, ModeGateway, func(c *envConfig) { c.opts = append(c.opts, WithProxy(p.URL)) })
+		token, _ := e.imagine(t, discordtest.Guild(guildID, alice, "en-US"), "a red fox")
+		e.edits(t, token, 1, withFiles)
+		websocket, rest := false, false
+		for _, r := range p.AskedWithAuth(t, strings.TrimPrefix(e.dc.URL, "http://")) {
+			websocket = websocket || strings.HasPrefix(r.First, "GET /gateway")
+			rest = rest || strings.Contains(r.Path, "/callback") || strings.Contains(r.First, "/callback")
+		}
+		if !websocket {
+			t.Fatal("the gateway's websocket did not go through the proxy")
+		}
+		if p.URL.Scheme == "http" && !rest {
+			t.Fatal("the interaction's answer did not go through the proxy")
+		}
+	})
 }

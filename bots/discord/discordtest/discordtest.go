@@ -10,10 +10,9 @@ package discordtest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"mime"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -192,44 +191,42 @@ func TooManyRequests(retryAfter float64, global bool) Failure {
 	return Failure{Status: http.StatusTooManyRequests, Body: string(body), Header: h}
 }
 
-// SetLatency delays every answer of route by d.
-func (s *Server) SetLatency(route string, d time.Duration) {
+// locked runs f holding the server's lock.
+func (s *Server) locked(f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.latency[route] = d
+	f()
+}
+
+// SetLatency delays every answer of route by d.
+func (s *Server) SetLatency(route string, d time.Duration) {
+	s.locked(func() { s.latency[route] = d })
 }
 
 // Expire makes an interaction token invalid, as Discord does after 15 minutes.
-func (s *Server) Expire(token string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.expired[token] = true
-}
+func (s *Server) Expire(token string) { s.locked(func() { s.expired[token] = true }) }
 
 // PeakInFlight is the most requests of route that were in flight at once.
-func (s *Server) PeakInFlight(route string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.peak[route]
+func (s *Server) PeakInFlight(route string) (n int) {
+	s.locked(func() { n = s.peak[route] })
+	return n
 }
 
 // Refused429 is how many calls the enforced rate limit refused.
-func (s *Server) Refused429() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tooMany
+func (s *Server) Refused429() (n int) {
+	s.locked(func() { n = s.tooMany })
+	return n
 }
 
 // Calls returns the calls of route ("" = all), oldest first.
-func (s *Server) Calls(route string) []Call {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []Call
-	for _, c := range s.calls {
-		if route == "" || c.Route == route {
-			out = append(out, c)
+func (s *Server) Calls(route string) (out []Call) {
+	s.locked(func() {
+		for _, c := range s.calls {
+			if route == "" || c.Route == route {
+				out = append(out, c)
+			}
 		}
-	}
+	})
 	return out
 }
 
@@ -428,32 +425,30 @@ func (s *Server) finish(w http.ResponseWriter, c Call, status int, body string, 
 	_, _ = io.WriteString(w, body)
 }
 
+// readBody reads a JSON body, or a multipart one (payload_json and files,
+// as discordgo.MultipartBodyWithJSON writes it), into c.
 func readBody(r *http.Request, c *Call) error {
-	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	switch ct {
-	case "multipart/form-data":
-		mr := multipart.NewReader(r.Body, params["boundary"])
-		for {
-			p, err := mr.NextPart()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			data, err := io.ReadAll(p)
-			if err != nil {
-				return err
-			}
-			if p.FormName() == "payload_json" {
-				c.JSON = data
-				continue
-			}
-			c.Files = append(c.Files, File{Field: p.FormName(), Name: p.FileName(), ContentType: p.Header.Get("Content-Type"), Data: data})
-		}
-	default:
-		data, err := io.ReadAll(r.Body)
-		c.JSON = data
+	mr, err := r.MultipartReader()
+	if errors.Is(err, http.ErrNotMultipart) {
+		c.JSON, err = io.ReadAll(r.Body)
 		return err
 	}
+	if err != nil {
+		return err
+	}
+	for p, err := mr.NextPart(); err != io.EOF; p, err = mr.NextPart() {
+		if err != nil {
+			return err
+		}
+		data, err := io.ReadAll(p)
+		switch {
+		case err != nil:
+			return err
+		case p.FormName() == "payload_json":
+			c.JSON = data
+		default:
+			c.Files = append(c.Files, File{Field: p.FormName(), Name: p.FileName(), ContentType: p.Header.Get("Content-Type"), Data: data})
+		}
+	}
+	return nil
 }

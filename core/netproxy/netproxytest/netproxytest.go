@@ -554,3 +554,34 @@ func readUserPass(r *bufio.Reader) (string, string, error) {
 func socksReply(c net.Conn, code byte) {
 	_, _ = c.Write([]byte{5, code, 0, 1, 0, 0, 0, 0, 0, 0})
 }
+
+// Test credentials of WithSchemes' proxies.
+const (
+	User     = "alice"
+	Password = "pr0xy-pw"
+)
+
+// WithSchemes runs f as a subtest against an http and a socks5 proxy that
+// want User and Password. (An https proxy needs its certificate trusted by
+// the client's own transport: the binary's end-to-end test covers it.)
+func WithSchemes(t *testing.T, f func(t *testing.T, p *Proxy)) {
+	for _, scheme := range []string{"http", "socks5"} {
+		t.Run(scheme, func(t *testing.T) { f(t, New(t, scheme, WithAuth(User, Password))) })
+	}
+}
+
+// AskedWithAuth is Asked(target), failing t when a request came without
+// the credentials or when there was none.
+func (p *Proxy) AskedWithAuth(t testing.TB, target string) []Request {
+	t.Helper()
+	asked := p.Asked(target)
+	if len(asked) == 0 {
+		t.Fatalf("the proxy was asked %+v, not %s", p.Requests(), target)
+	}
+	for _, r := range asked {
+		if !r.Auth {
+			t.Fatalf("a call came without the credentials: %+v", r)
+		}
+	}
+	return asked
+}
