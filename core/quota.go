@@ -13,6 +13,15 @@ type Account struct {
 	UsedDay string // the quota day Used belongs to ("2006-01-02" in the quota zone)
 	Used    int    // units of the daily allowance spent on UsedDay
 	Banned  bool
+	Prefs   Prefs
+}
+
+// Prefs are a user's own defaults in one scope (/settings). What a prompt
+// says wins over them, and a reroll keeps the original job's.
+type Prefs struct {
+	Model  string // "" = the configured default
+	Aspect string // W:H; "" = none
+	Lang   Lang   // "" = the platform's locale
 }
 
 // UsedOn is the daily usage on day: usage stamped with another day is stale,

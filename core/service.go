@@ -81,6 +81,9 @@ type Request struct {
 	Model   string // "" = the default model
 	Options Options
 	ReplyTo string // adapter-defined reply target, stored for crash recovery
+	// AsIs keeps Model and Options as given, without the user's settings:
+	// a reroll makes the original job again.
+	AsIs bool
 }
 
 // Receipt is what a successful Imagine returns.
@@ -304,6 +307,9 @@ func (s *Service) submit(ctx context.Context, req Request, rep Reporter, done fu
 	// Every refusal below gives the arrival up; reaching the queue does too.
 	defer s.Abandon(req.Seq)
 	log := s.log.With("job", req.Key, "user", req.User.Key(), "scope", req.Scope)
+	if err := s.applyPrefs(ctx, &req); err != nil {
+		return err
+	}
 	model, prompt, err := s.validate(&req)
 	if err != nil {
 		return err

@@ -233,7 +233,7 @@ func TestMatch(t *testing.T) {
 // In Chinese nothing is left in English: the only Latin words are what users
 // type (commands, option names, placeholders' names) and proper names.
 func TestChineseHasNoEnglish(t *testing.T) {
-	typed := regexp.MustCompile(`{{[^}]*}}|/[a-z-]+|--[a-z]+|@[a-z]+|\b(set daily|scope daily|default|daily|show|grant|revoke|reset|ban|unban|history|help|prompt|model|aspect|negative|ID|N|Discord|Telegram|K|UTC|imaginebot imagine)\b`)
+	typed := regexp.MustCompile(`{{[^}]*}}|/[a-z-]+|--[a-z]+|@[a-z]+|\b(set daily|scope daily|default|daily|show|grant|revoke|reset|ban|unban|history|help|prompt|model|aspect|negative|ID|N|Discord|Telegram|K|UTC|English|set|auto|en|zh|hans|hant|language|settings|reset|aspect|imaginebot imagine)\b`)
 	word := regexp.MustCompile(`[A-Za-z]{2,}`)
 	for lang, ms := range messages(t) {
 		if !strings.HasPrefix(lang, "zh") {

@@ -40,10 +40,11 @@ type Moderation interface {
 	AuditLog(ctx context.Context, actor core.Actor, scope string, limit int) ([]core.AuditEntry, error)
 }
 
-// Service is both.
+// Service is all of them.
 type Service interface {
 	Jobs
 	Moderation
+	Settings
 }
 
 // Action names, as both platforms' commands call them.

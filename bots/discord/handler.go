@@ -271,7 +271,7 @@ func (b *Bot) reroll(ctx context.Context, i *discordgo.Interaction, p person, ke
 		return
 	}
 	req := core.Request{Key: "discord:interaction:" + i.ID, Seq: seq, User: p.core(), Scope: p.scope(), Lang: p.lang,
-		Prompt: job.Prompt, Model: job.Model, Options: job.Options}
+		Prompt: job.Prompt, Model: job.Model, Options: job.Options, AsIs: true}
 	busy := chat.RerollKey(req.User, key)
 	if !b.busy.Start(busy) {
 		// A double tap: the first press is still making it.

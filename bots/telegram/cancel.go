@@ -5,7 +5,6 @@ import (
 
 	"github.com/go-telegram/bot/models"
 
-	"github.com/imaginebot/imaginebot/bots/catalog"
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -16,7 +15,8 @@ import (
 func (b *Bot) cancel(ctx context.Context, cq *models.CallbackQuery) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	lang := catalog.Match(cq.From.LanguageCode)
+	chat, _ := pressedOn(cq)
+	lang := b.langOf(ctx, ScopeOf(chat), &cq.From)
 	cb := &callbackAnswer{b: b, id: cq.ID}
 	defer cb.answer(ctx, "", false) // whatever happened, stop the spinner
 
@@ -25,7 +25,6 @@ func (b *Bot) cancel(ctx context.Context, cq *models.CallbackQuery) {
 		cb.answer(ctx, tr(lang).T("button.expired"), true)
 		return
 	}
-	chat, _ := pressedOn(cq)
 	job, err := b.svc.Job(ctx, key)
 	if err == nil && (ScopeOf(chat) == "" || cq.From.IsBot || !b.sameChat(job, chat.ID)) {
 		// Core checks the presser's role in the chat the button is in, so

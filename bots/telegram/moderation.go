@@ -10,7 +10,6 @@ import (
 	"github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
 
-	"github.com/imaginebot/imaginebot/bots/catalog"
 	"github.com/imaginebot/imaginebot/bots/chat"
 	"github.com/imaginebot/imaginebot/core"
 )
@@ -128,7 +127,7 @@ func quotaUsage(lang core.Lang) string { return tr(lang).T("telegram.quota_usage
 func (b *Bot) quota(ctx context.Context, m *models.Message, args string) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	lang := catalog.Match(m.From.LanguageCode)
+	lang := b.langOf(ctx, ScopeOf(m.Chat), m.From)
 	scope := ScopeOf(m.Chat)
 	c, err := parseQuota(args)
 	if err != nil || c.op == "help" {
@@ -243,7 +242,7 @@ func roleOf(admin bool) core.Role {
 func (b *Bot) audit(ctx context.Context, m *models.Message, args string) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	lang := catalog.Match(m.From.LanguageCode)
+	lang := b.langOf(ctx, ScopeOf(m.Chat), m.From)
 	limit := 20
 	if f := strings.Fields(args); len(f) == 1 {
 		n, err := strconv.Atoi(f[0])

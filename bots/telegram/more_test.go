@@ -310,6 +310,11 @@ type fakeService struct {
 	imagine          func(ctx context.Context, req core.Request, rep core.Reporter) (core.Receipt, error)
 }
 
+// Prefs: nobody has settings.
+func (f *fakeService) Prefs(context.Context, core.AccountKey) (core.Prefs, error) {
+	return core.Prefs{}, nil
+}
+
 // Submit runs the fake's imagine in the caller, as if all of it were the
 // reservation: a blocked imagine holds the update's handler.
 func (f *fakeService) Submit(ctx context.Context, req core.Request, rep core.Reporter, done func(core.Receipt, error)) error {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/go-telegram/bot/models"
 
-	"github.com/imaginebot/imaginebot/bots/catalog"
 	"github.com/imaginebot/imaginebot/bots/chat"
 	"github.com/imaginebot/imaginebot/core"
 )
@@ -15,7 +14,9 @@ import (
 // options again, charged to whoever pressed it, in that chat's scope, as a
 // reply to the result. The query is always answered.
 func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) {
-	lang := catalog.Match(cq.From.LanguageCode)
+	where, to := pressedOn(cq)
+	scope := ScopeOf(where)
+	lang := b.langOf(ctx, scope, &cq.From)
 	cb := &callbackAnswer{b: b, id: cq.ID}
 	defer cb.answer(ctx, "", false) // whatever happened, stop the spinner
 
@@ -24,8 +25,6 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 		cb.answer(ctx, tr(lang).T("button.expired"), true)
 		return
 	}
-	where, to := pressedOn(cq)
-	scope := ScopeOf(where)
 	if scope == "" || cq.From.IsBot {
 		cb.answer(ctx, tr(lang).T("button.no_reroll_here"), true)
 		return
@@ -52,6 +51,7 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 		Prompt:  job.Prompt,
 		Model:   job.Model,
 		Options: job.Options,
+		AsIs:    true, // the original job again, not the presser's settings
 		ReplyTo: to.replyTo(),
 	}
 	busy := chat.RerollKey(req.User, key)

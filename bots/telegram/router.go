@@ -9,7 +9,6 @@ import (
 	"github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
 
-	"github.com/imaginebot/imaginebot/bots/catalog"
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
 )
@@ -135,12 +134,14 @@ func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.C
 		return b.arrival(func(ctx context.Context, seq uint64) { b.imagine(ctx, updateID, seq, m, args) })
 	case "start":
 		return func(ctx context.Context) {
-			b.replyText(ctx, m, tr(catalog.Match(m.From.LanguageCode)).T("telegram.start"))
+			b.replyText(ctx, m, tr(b.langOf(ctx, ScopeOf(m.Chat), m.From)).T("telegram.start"))
 		}
 	case "help":
 		return func(ctx context.Context) { b.help(ctx, m) }
 	case "quota":
 		return func(ctx context.Context) { b.quota(ctx, m, args) }
+	case "settings":
+		return func(ctx context.Context) { b.settings(ctx, m, args) }
 	case "audit":
 		return func(ctx context.Context) { b.audit(ctx, m, args) }
 	}
@@ -148,7 +149,7 @@ func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.C
 		return nil // another bot's command
 	}
 	return func(ctx context.Context) {
-		lang := catalog.Match(m.From.LanguageCode)
+		lang := b.langOf(ctx, ScopeOf(m.Chat), m.From)
 		b.replyText(ctx, m, tr(lang).T("telegram.unknown_command"))
 	}
 }
@@ -220,7 +221,7 @@ func (b *Bot) replyText(ctx context.Context, m *models.Message, text string) {
 
 // imagine starts a job from a message: "/imagine <text>" or a private text.
 func (b *Bot) imagine(ctx context.Context, updateID int64, seq uint64, m *models.Message, text string) {
-	lang := catalog.Match(m.From.LanguageCode)
+	lang := b.langOf(ctx, ScopeOf(m.Chat), m.From)
 	private := m.Chat.Type == models.ChatTypePrivate
 	cmd, err := core.ParseCommand(text)
 	if err != nil {
@@ -250,7 +251,7 @@ func (b *Bot) imagine(ctx context.Context, updateID int64, seq uint64, m *models
 func (b *Bot) help(ctx context.Context, m *models.Message) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	lang := catalog.Match(m.From.LanguageCode)
+	lang := b.langOf(ctx, ScopeOf(m.Chat), m.From)
 	var balp *core.Balance
 	if bal, err := b.svc.Balance(ctx, core.AccountKey{Scope: ScopeOf(m.Chat), User: coreUser(m.From).Key()}); err == nil {
 		balp = &bal

@@ -82,6 +82,7 @@ func commandList(lang core.Lang) []models.BotCommand {
 	return []models.BotCommand{
 		{Command: "imagine", Description: p.T("telegram.cmd.imagine")},
 		{Command: "quota", Description: p.T("telegram.cmd.quota")},
+		{Command: "settings", Description: p.T("telegram.cmd.settings")},
 		{Command: "help", Description: p.T("telegram.cmd.help")},
 	}
 }

@@ -297,15 +297,19 @@ type accountRecord struct {
 	UsedDay string `json:"used_day,omitempty"`
 	Used    int    `json:"used,omitempty"`
 	Banned  bool   `json:"banned,omitempty"`
+	Model   string `json:"model,omitempty"` // the user's /settings
+	Aspect  string `json:"aspect,omitempty"`
+	Lang    string `json:"lang,omitempty"`
 }
 
 func newAccountRecord(a core.Account) accountRecord {
 	return accountRecord{Scope: a.Key.Scope, User: a.Key.User, Daily: a.Daily, Credits: a.Credits,
-		UsedDay: a.UsedDay, Used: a.Used, Banned: a.Banned}
+		UsedDay: a.UsedDay, Used: a.Used, Banned: a.Banned, Model: a.Prefs.Model, Aspect: a.Prefs.Aspect, Lang: string(a.Prefs.Lang)}
 }
 
 func (r accountRecord) account(k core.AccountKey) core.Account {
-	return core.Account{Key: k, Daily: r.Daily, Credits: r.Credits, UsedDay: r.UsedDay, Used: r.Used, Banned: r.Banned}
+	return core.Account{Key: k, Daily: r.Daily, Credits: r.Credits, UsedDay: r.UsedDay, Used: r.Used, Banned: r.Banned,
+		Prefs: core.Prefs{Model: r.Model, Aspect: r.Aspect, Lang: core.Lang(r.Lang)}}
 }
 
 type scopeRecord struct {

@@ -148,7 +148,7 @@ func fmtAccount(a core.Account) string {
 	if a.Daily != nil {
 		daily = fmt.Sprint(*a.Daily)
 	}
-	return fmt.Sprintf("{Daily:%s Credits:%d UsedDay:%q Used:%d Banned:%t}", daily, a.Credits, a.UsedDay, a.Used, a.Banned)
+	return fmt.Sprintf("{Daily:%s Credits:%d UsedDay:%q Used:%d Banned:%t Prefs:%+v}", daily, a.Credits, a.UsedDay, a.Used, a.Banned, a.Prefs)
 }
 
 func keys(jobs []core.Job) []string {
@@ -745,7 +745,8 @@ func testRoundTripAccounts(t *testing.T, s core.Store) {
 		{"daily nil", core.Account{Key: core.AccountKey{Scope: "s", User: "telegram:1"}, Daily: nil, Credits: 3}},
 		{"daily zero", core.Account{Key: core.AccountKey{Scope: "s", User: "telegram:2"}, Daily: ptr(0)}},
 		{"every field", core.Account{Key: core.AccountKey{Scope: "telegram:-100123", User: "telegram:3"},
-			Daily: ptr(7), Credits: 42, UsedDay: "2025-03-10", Used: 5, Banned: true}},
+			Daily: ptr(7), Credits: 42, UsedDay: "2025-03-10", Used: 5, Banned: true,
+			Prefs: core.Prefs{Model: "flux", Aspect: "16:9", Lang: core.TraditionalChinese}}},
 		{"negative credits", core.Account{Key: core.AccountKey{Scope: "s", User: "telegram:4"}, Credits: -2}},
 		{"unicode key", core.Account{Key: core.AccountKey{Scope: "私聊 scope", User: "discord:é/ü"}, Credits: 1}},
 	}
