@@ -23,6 +23,7 @@ const (
 	cmdQuota      = "quota"
 	cmdHelp       = "help"
 	cmdQuotaAdmin = "quota-admin"
+	cmdSettings   = "settings"
 
 	optPrompt   = "prompt"
 	optModel    = "model"
@@ -32,6 +33,11 @@ const (
 	optAmount   = "amount"
 	optDaily    = "daily"
 	optLimit    = "limit"
+	optLanguage = "language"
+	optReset    = "reset"
+
+	// choiceDefault puts a setting back to its default.
+	choiceDefault = "default"
 )
 
 // locales maps the catalogue's languages to the Discord locales that get
@@ -128,7 +134,7 @@ func (b *Bot) commands(ms []core.Model, maxPrompt int) []*discordgo.ApplicationC
 	manage := int64(discordgo.PermissionManageGuild)
 	admin.DefaultMemberPermissions = &manage
 
-	cmds := []*discordgo.ApplicationCommand{command(cmdImagine, imagine...), command(cmdQuota), command(cmdHelp), admin}
+	cmds := []*discordgo.ApplicationCommand{command(cmdImagine, imagine...), command(cmdQuota), command(cmdHelp), admin, b.settingsCommand(model, aspect)}
 	contexts := []discordgo.InteractionContextType{discordgo.InteractionContextGuild}
 	if b.cfg.AllowDMs {
 		contexts = append(contexts, discordgo.InteractionContextBotDM)
@@ -137,6 +143,28 @@ func (b *Bot) commands(ms []core.Model, maxPrompt int) []*discordgo.ApplicationC
 		c.Contexts = &contexts
 	}
 	return cmds
+}
+
+// settingsCommand is /settings: the same model and aspect choices as
+// /imagine, each with "default", a language and a reset.
+func (b *Bot) settingsCommand(model, aspect *discordgo.ApplicationCommandOption) *discordgo.ApplicationCommand {
+	dflt := &discordgo.ApplicationCommandOptionChoice{Name: en("discord.choice_default"), NameLocalizations: localized("discord.choice_default"), Value: choiceDefault}
+	withDefault := func(o *discordgo.ApplicationCommandOption) *discordgo.ApplicationCommandOption {
+		c := *o
+		c.Choices = append([]*discordgo.ApplicationCommandOptionChoice{dflt}, o.Choices[:min(len(o.Choices), 24)]...)
+		return &c
+	}
+	language := option(discordgo.ApplicationCommandOptionString, optLanguage, "discord.desc.language", false)
+	language.Choices = []*discordgo.ApplicationCommandOptionChoice{{Name: en("discord.lang_auto"), NameLocalizations: localized("discord.lang_auto"), Value: choiceDefault}}
+	for _, l := range catalog.Default().Langs() {
+		language.Choices = append(language.Choices, &discordgo.ApplicationCommandOptionChoice{Name: en("lang." + string(l)), Value: string(l)})
+	}
+	reset := option(discordgo.ApplicationCommandOptionBoolean, optReset, "discord.desc.reset", false)
+	opts := []*discordgo.ApplicationCommandOption{withDefault(aspect), language, reset}
+	if len(b.svc.Models()) > 1 {
+		opts = append([]*discordgo.ApplicationCommandOption{withDefault(model)}, opts...)
+	}
+	return command(cmdSettings, opts...)
 }
 
 // syncCommands registers the commands where configured, only when what is

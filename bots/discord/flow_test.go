@@ -244,7 +244,7 @@ func TestQuotaAndHelp(t *testing.T) {
 func TestCommandsRegisteredOnlyWhenChanged(t *testing.T) {
 	e := newEnv(t, ModeInteractions)
 	cmds := e.dc.Commands("")
-	if len(cmds) != 4 {
+	if len(cmds) != 5 {
 		t.Fatalf("%d commands", len(cmds))
 	}
 	var imagine discordgo.ApplicationCommand
@@ -286,5 +286,36 @@ func TestRerollDoubleTap(t *testing.T) {
 	}
 	if used := e.balance(t, scope, bob).Used; used != 1 {
 		t.Fatalf("bob used %d, want 1", used)
+	}
+}
+
+// /settings keeps a member's defaults in the server: /imagine uses them,
+// the bot answers in the chosen language, reset forgets them.
+func TestSettings(t *testing.T) {
+	e := newEnv(t, ModeGateway)
+	settings := func(where discordtest.Where, opts ...discordtest.Opt) string {
+		r := e.send(t, discordtest.Interaction(discordgo.InteractionApplicationCommand, where, discordtest.Command(cmdSettings, opts...)))
+		if r.Data == nil || r.Data.Flags&discordgo.MessageFlagsEphemeral == 0 {
+			t.Fatalf("settings answer %+v is not ephemeral", r.Data)
+		}
+		return r.Data.Content
+	}
+	if got := settings(inGuild(alice, "en-US")); !strings.Contains(got, "Model: default (Stable Diffusion)") || !strings.Contains(got, "automatic (English)") {
+		t.Fatalf("settings: %q", got)
+	}
+	if got := settings(inGuild(alice, "en-US"), discordtest.String(optLanguage, "tlh")); !strings.Contains(got, "I don't speak") {
+		t.Fatalf("crafted language: %q", got)
+	}
+	got := settings(inGuild(alice, "en-US"), discordtest.String(optModel, "flux"), discordtest.String(optAspect, "9:16"), discordtest.String(optLanguage, "zh-Hans"))
+	if !strings.Contains(got, "✅ 已保存。") || !strings.Contains(got, "FLUX (flux)") || !strings.Contains(got, "9:16") {
+		t.Fatalf("saved: %q", got)
+	}
+	token, _ := e.imagine(t, inGuild(alice, "en-US"), "a fox")
+	res := decodeEdit(t, e.edits(t, token, 1, withFiles)[0])
+	if f := res.Embeds[0].Footer.Text; !strings.Contains(f, "FLUX") || !strings.Contains(f, "9:16") || !strings.Contains(f, "今日剩余额度") {
+		t.Fatalf("footer %q: want flux, 9:16, in Simplified Chinese", f)
+	}
+	if got := settings(inGuild(alice, "en-US"), discordtest.Opt{Name: optReset, Type: discordgo.ApplicationCommandOptionBoolean, Value: true}); !strings.Contains(got, "Model: default") || !strings.Contains(got, "automatic (English)") {
+		t.Fatalf("reset: %q", got)
 	}
 }

@@ -3,6 +3,7 @@ package discord
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,8 +43,9 @@ type person struct {
 	member  *discordgo.Member // nil in DMs
 	guild   string            // "" in DMs
 	channel string
-	lang    core.Lang
-	upload  int64 // the interaction's attachment limit; 0 = unknown
+	lang    core.Lang // the user's /settings choice here, else platform
+	locale  core.Lang // their Discord client's language
+	upload  int64     // the interaction's attachment limit; 0 = unknown
 }
 
 func personOf(i *discordgo.Interaction) (person, bool) {
@@ -120,7 +122,14 @@ func (b *Bot) handle(ctx context.Context, i *discordgo.Interaction, upload int64
 		return ack(actx, r)
 	}
 	p, ok := personOf(i)
-	p.upload = upload
+	p.upload, p.locale = upload, p.lang
+	if ok {
+		if prefs, err := b.svc.Prefs(ctx, core.AccountKey{Scope: p.scope(), User: p.core().Key()}); err == nil {
+			p.lang = chat.Lang(prefs, p.locale)
+		} else {
+			b.log.Warn("discord: settings lookup failed", "err", err)
+		}
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			var err error
@@ -163,6 +172,8 @@ func (b *Bot) handle(ctx context.Context, i *discordgo.Interaction, upload int64
 			b.help(ctx, p, once)
 		case cmdQuotaAdmin:
 			b.quotaAdmin(ctx, p, data, once)
+		case cmdSettings:
+			b.settings(ctx, p, data, once)
 		default:
 			_ = once(ctx, ephemeral(catalog.For(p.lang).T("discord.unknown_command")))
 		}
@@ -308,6 +319,41 @@ func (b *Bot) quota(ctx context.Context, p person, ack ackFunc) {
 		return
 	}
 	_ = ack(ctx, ephemeral(pr.Self(bal, time.Now())))
+}
+
+// settings handles /settings [model] [aspect] [language] [reset]: the
+// person's defaults in this server, only for them.
+func (b *Bot) settings(ctx context.Context, p person, data discordgo.ApplicationCommandInteractionData, ack ackFunc) {
+	o := options(data.Options)
+	var c chat.Change
+	value := func(name string) *string {
+		v, ok := o[name]
+		if !ok {
+			return nil
+		}
+		s := str(v)
+		if s == choiceDefault {
+			s = ""
+		}
+		return &s
+	}
+	c.Model, c.Aspect = value(optModel), value(optAspect)
+	if l := value(optLanguage); l != nil {
+		lang := core.Lang(*l)
+		if lang != "" && !slices.Contains(catalog.Default().Langs(), lang) {
+			_ = ack(ctx, ephemeral(catalog.For(p.lang).T("settings.unknown_lang", "Value", core.Truncate(*l, 40))))
+			return
+		}
+		c.Lang = &lang
+	}
+	if r, ok := o[optReset]; ok && r.Type == discordgo.ApplicationCommandOptionBoolean {
+		c.Reset, _ = r.Value.(bool)
+	}
+	text, _, err := chat.ApplySettings(ctx, b.svc, core.AccountKey{Scope: p.scope(), User: p.core().Key()}, c, p.locale, b.svc.Models(), "settings.hint_discord")
+	if err != nil {
+		text = catalog.For(p.lang).Error(err, b.syntax(p.lang))
+	}
+	_ = ack(ctx, ephemeral(text))
 }
 
 // help handles /help, only for the person.

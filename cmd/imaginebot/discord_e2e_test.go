@@ -37,7 +37,7 @@ func TestRunDiscordInteractions(t *testing.T) {
 	url := "http://" + addr + "/discord/interactions"
 
 	dc.WaitCalls(t, discordtest.RouteGuildCmds, 1, 10*time.Second, nil)
-	if cmds := dc.Commands("1500000000000000001"); len(cmds) != 4 {
+	if cmds := dc.Commands("1500000000000000001"); len(cmds) != 5 {
 		t.Fatalf("%d guild commands registered", len(cmds))
 	}
 	alice := discordtest.Member("1600000000000000001", "alice", 0)
