@@ -114,14 +114,23 @@ func newUserIndex(capacity int) *userIndex {
 	return &userIndex{byName: newLRU[string, seenUser](capacity, now), byID: newLRU[int64, string](capacity, now)}
 }
 
-func (x *userIndex) remember(id int64, username, name string) {
+// remember notes a user; it reports whether this is news (a user, name or
+// handle not in the index), which is worth writing down.
+func (x *userIndex) remember(id int64, username, name string) bool {
 	if id == 0 {
-		return
+		return false
 	}
+	old, had := x.byID.Get(id)
+	news := !had || old != name
 	x.byID.Put(id, name, 0)
 	if username != "" {
-		x.byName.Put(strings.ToLower(username), seenUser{id: id, name: name}, 0)
+		h := strings.ToLower(username)
+		if u, ok := x.byName.Get(h); !ok || u.id != id || u.name != name {
+			news = true
+		}
+		x.byName.Put(h, seenUser{id: id, name: name}, 0)
 	}
+	return news
 }
 
 func (x *userIndex) lookup(username string) (seenUser, bool) {

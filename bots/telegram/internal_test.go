@@ -1,6 +1,7 @@
 package telegram
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -368,6 +369,8 @@ func TestConfigValidate(t *testing.T) {
 type nopService struct{ Service }
 
 func (nopService) Arrival() uint64 { return 0 }
+
+func (nopService) SeeUser(context.Context, core.User, string) error { return nil }
 
 func testBot(t testing.TB) *Bot {
 	t.Helper()

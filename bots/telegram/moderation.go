@@ -151,7 +151,7 @@ func (b *Bot) quota(ctx context.Context, m *models.Message, args string) {
 	if c.op == chat.ScopeDaily {
 		a.Actor.Role = b.role(ctx, m.Chat, m.From.ID)
 	} else {
-		who, name, msg := b.resolveTarget(m, c, lang)
+		who, name, msg := b.resolveTarget(ctx, m, c, lang)
 		if msg != "" {
 			b.replyText(ctx, m, msg)
 			return
@@ -175,17 +175,17 @@ func (b *Bot) quota(ctx context.Context, m *models.Message, args string) {
 // resolveTarget finds whom a /quota command is about: the named user, else
 // the author of the replied-to message, else (for show and history) the
 // caller. msg, when set, tells the caller what is wrong.
-func (b *Bot) resolveTarget(m *models.Message, c quotaCmd, lang core.Lang) (id int64, name, msg string) {
+func (b *Bot) resolveTarget(ctx context.Context, m *models.Message, c quotaCmd, lang core.Lang) (id int64, name, msg string) {
 	switch {
 	case strings.HasPrefix(c.target, "@"):
-		u, ok := b.users.lookup(c.target)
+		u, ok := b.lookupUser(ctx, c.target)
 		if !ok {
 			return 0, "", tr(lang).T("telegram.unknown_user", "Name", fit(c.target, 64))
 		}
 		return u.id, u.name, ""
 	case c.target != "":
 		id, _ := strconv.ParseInt(c.target, 10, 64)
-		name := b.users.name(id)
+		name := b.userName(ctx, id)
 		if name == "" {
 			name = "id " + c.target
 		} else {
@@ -270,10 +270,55 @@ func (b *Bot) audit(ctx context.Context, m *models.Message, args string) {
 func (b *Bot) targetName(key string) string {
 	if id, ok := strings.CutPrefix(key, string(core.PlatformTelegram)+":"); ok {
 		if n, err := strconv.ParseInt(id, 10, 64); err == nil {
-			if name := b.users.name(n); name != "" {
+			if name := b.userName(context.Background(), n); name != "" {
 				return name + " (" + id + ")"
 			}
 		}
 	}
 	return key
+}
+
+// The users the bot has seen: in memory (bounded), and in the ledger so
+// that @handles and names survive a restart.
+
+// remember notes u as seen; a new name or handle is written to the ledger.
+func (b *Bot) remember(u *models.User) {
+	if u == nil || u.IsBot {
+		return
+	}
+	if !b.users.remember(u.ID, u.Username, displayName(u)) {
+		return
+	}
+	b.inflight.Add(1)
+	go func() {
+		defer b.inflight.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		defer cancel()
+		if err := b.svc.SeeUser(ctx, coreUser(u), u.Username); err != nil {
+			b.log.Warn("telegram: could not record a user", "err", err)
+		}
+	}()
+}
+
+func (b *Bot) lookupUser(ctx context.Context, handle string) (seenUser, bool) {
+	if u, ok := b.users.lookup(handle); ok {
+		return u, true
+	}
+	key, name, ok, err := b.svc.FindUser(ctx, core.PlatformTelegram, strings.TrimPrefix(handle, "@"))
+	if err != nil || !ok {
+		return seenUser{}, false
+	}
+	id, err := strconv.ParseInt(strings.TrimPrefix(key, string(core.PlatformTelegram)+":"), 10, 64)
+	return seenUser{id: id, name: name}, err == nil
+}
+
+func (b *Bot) userName(ctx context.Context, id int64) string {
+	if name := b.users.name(id); name != "" {
+		return name
+	}
+	name, err := b.svc.UserName(ctx, core.User{Platform: core.PlatformTelegram, ID: strconv.FormatInt(id, 10)}.Key())
+	if err != nil {
+		return ""
+	}
+	return name
 }

@@ -310,6 +310,9 @@ type fakeService struct {
 	imagine          func(ctx context.Context, req core.Request, rep core.Reporter) (core.Receipt, error)
 }
 
+// SeeUser forgets.
+func (f *fakeService) SeeUser(context.Context, core.User, string) error { return nil }
+
 // Prefs: nobody has settings.
 func (f *fakeService) Prefs(context.Context, core.AccountKey) (core.Prefs, error) {
 	return core.Prefs{}, nil

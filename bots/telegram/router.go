@@ -90,13 +90,6 @@ func (b *Bot) arrival(work func(ctx context.Context, seq uint64)) func(ctx conte
 	}
 }
 
-func (b *Bot) remember(u *models.User) {
-	if u == nil || u.IsBot {
-		return
-	}
-	b.users.remember(u.ID, u.Username, displayName(u))
-}
-
 func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.Context) {
 	// Channel posts, anonymous group admins and other bots have no person
 	// to charge.

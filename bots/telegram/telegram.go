@@ -161,6 +161,10 @@ func (c *Config) defaults() {
 type Service interface {
 	chat.Service
 	NoteStatus(ctx context.Context, key, ref string) error
+	// The users seen, so @handles and names survive a restart.
+	SeeUser(ctx context.Context, u core.User, handle string) error
+	FindUser(ctx context.Context, platform core.Platform, handle string) (key, name string, ok bool, err error)
+	UserName(ctx context.Context, key string) (string, error)
 }
 
 // Option customises a Bot.
