@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -233,33 +232,7 @@ func (b *Bot) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	// The raw event, not InteractionCreate: it also carries what discordgo
-	// does not decode (the attachment limit).
-	b.session.AddHandler(func(_ *discordgo.Session, e *discordgo.Event) {
-		if e.Type != "INTERACTION_CREATE" {
-			return
-		}
-		var i discordgo.Interaction
-		if err := json.Unmarshal(e.RawData, &i); err != nil {
-			b.log.Warn("discord: undecodable interaction", "err", err)
-			return
-		}
-		b.gatewayInteraction(ctx, &i, uploadLimit(e.RawData))
-	})
-	b.session.AddHandler(func(_ *discordgo.Session, _ *discordgo.Ready) {
-		b.ready.Store(true)
-		b.log.Info("discord: gateway connected")
-	})
-	b.session.AddHandler(func(_ *discordgo.Session, _ *discordgo.Disconnect) {
-		b.ready.Store(false)
-		b.readyErr.Store("gateway disconnected")
-	})
-	if err := b.session.Open(); err != nil {
-		return fmt.Errorf("discord: open gateway: %w", err)
-	}
-	<-ctx.Done()
-	b.ready.Store(false)
-	return b.session.Close()
+	return b.runGateway(ctx)
 }
 
 // Ready reports whether Discord can reach the bot (for /readyz).

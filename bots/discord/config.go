@@ -37,6 +37,11 @@ type Config struct {
 	Owners         []string // user ids that moderate everywhere
 	ModeratorRoles []string // role ids whose members moderate their guild
 	AllowDMs       bool
+	// Shards is how many gateway shards the bot runs in all (ShardsAuto:
+	// as many as Discord says; 0: one), and ShardIDs the ones this process
+	// opens (nil: all of them).
+	Shards   int
+	ShardIDs []int
 	// ProgressInterval is the least time between two edits of one reply.
 	ProgressInterval time.Duration
 	// MaxUploadBytes is the largest attachment; bigger pictures are

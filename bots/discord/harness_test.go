@@ -62,6 +62,7 @@ type envConfig struct {
 	opts    []Option
 	paced   bool // Discord's real limits, against a fake that enforces them
 	quiet   bool // logs discarded (memory measurements)
+	dcOpts  []discordtest.Option
 }
 
 func newEnv(t testing.TB, mode string, mods ...func(*envConfig)) *env {
@@ -74,7 +75,7 @@ func newEnv(t testing.TB, mode string, mods ...func(*envConfig)) *env {
 	for _, m := range mods {
 		m(&c)
 	}
-	dc := discordtest.New(t, enforced(c.paced)...)
+	dc := discordtest.New(t, append(enforced(c.paced), c.dcOpts...)...)
 	signer := discordtest.NewSigner()
 	c.discord.Token, c.discord.ApplicationID, c.discord.APIBaseURL, c.discord.PublicKey = discordtest.Token, discordtest.AppID, dc.URL, signer.PublicKey()
 	logs := &chattest.Logs{}

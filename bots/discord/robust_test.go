@@ -255,3 +255,48 @@ func TestBotThroughProxy(t *testing.T) {
 		}
 	})
 }
+
+// Gateway shards: with shards auto the bot asks Discord for the count,
+// opens only the shards listed for this process, max_concurrency at a
+// time, each identifying as its shard; an interaction on any of them is
+// answered; the bot is ready once all are up.
+func TestGatewayShards(t *testing.T) {
+	old := identifyEvery
+	identifyEvery = 50 * time.Millisecond
+	defer func() { identifyEvery = old }()
+	e := newEnv(t, ModeGateway, func(c *envConfig) {
+		c.discord.Shards, c.discord.ShardIDs = ShardsAuto, []int{0, 2, 3}
+		c.dcOpts = append(c.dcOpts, discordtest.WithShards(4, 2))
+	})
+	got := map[string]bool{}
+	for range 3 {
+		select {
+		case raw := <-e.dc.Identified():
+			var id struct {
+				Shard   []int `json:"shard"`
+				Intents int   `json:"intents"`
+			}
+			_ = json.Unmarshal(raw, &id)
+			got[fmt.Sprint(id.Shard)] = true
+			if id.Intents != 0 {
+				t.Errorf("identified with intents %d, want none", id.Intents)
+			}
+		case <-time.After(wait):
+			t.Fatalf("identified: %v", got)
+		}
+	}
+	for _, want := range []string{"[0 4]", "[2 4]", "[3 4]"} {
+		if !got[want] {
+			t.Fatalf("shards identified %v, want %s", got, want)
+		}
+	}
+	body := discordtest.Interaction(discordgo.InteractionApplicationCommand, inGuild(alice, "en-US"), discordtest.Command(cmdImagine, discordtest.String(optPrompt, "a fox on shard 3")))
+	_, token := discordtest.Fields(body)
+	if !e.dc.DispatchShard(3, "INTERACTION_CREATE", body) {
+		t.Fatal("no client on shard 3")
+	}
+	e.edits(t, token, 1, withFiles)
+	if e.dc.DispatchShard(1, "INTERACTION_CREATE", body) {
+		t.Fatal("shard 1 is not this process's, yet it is connected")
+	}
+}

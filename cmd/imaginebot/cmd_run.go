@@ -119,8 +119,8 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 			Token: d.Token, ApplicationID: d.ApplicationID, PublicKey: d.PublicKey, Mode: d.Mode,
 			APIBaseURL: d.APIBaseURL, Guilds: d.Guilds, Owners: d.Owners, ModeratorRoles: d.ModeratorRoles,
 			AllowDMs: d.AllowDMs, ProgressInterval: d.ProgressInterval, MaxUploadBytes: int64(d.MaxUploadBytes),
-			PrivateHosts: cfg.Images.AllowPrivateHosts,
-			Connections:  coreCfg.Concurrency + 16,
+			PrivateHosts: cfg.Images.AllowPrivateHosts, Shards: discordShards(d), ShardIDs: d.ShardIDs,
+			Connections: coreCfg.Concurrency + 16,
 		}, svc, discord.WithLogger(log), discord.WithMetrics(m.platform("discord")), discordProxy(cfg, log))
 		if err != nil {
 			return err // "discord: …" already
@@ -249,6 +249,15 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	}
 	log.Info("stopped")
 	return errors.Join(gerr, serr)
+}
+
+// discordShards is discord.shards for the adapter (checked already).
+func discordShards(d DiscordConfig) int {
+	n, _ := d.shardCount()
+	if n == 0 {
+		return discord.ShardsAuto
+	}
+	return n
 }
 
 func platformJobs(jobs []core.Job, p core.Platform) []core.Job {

@@ -146,6 +146,8 @@ type DiscordConfig struct {
 	Owners           []string      `yaml:"owners"`
 	ModeratorRoles   []string      `yaml:"moderator_roles"`
 	AllowDMs         bool          `yaml:"allow_dms"`
+	Shards           string        `yaml:"shards"`
+	ShardIDs         []int         `yaml:"shard_ids"`
 	InteractionsPath string        `yaml:"interactions_path"`
 	ProgressInterval time.Duration `yaml:"progress_interval"`
 	MaxUploadBytes   ByteSize      `yaml:"max_upload_bytes"`

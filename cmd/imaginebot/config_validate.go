@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -280,6 +281,22 @@ func (c *Config) validate() []string {
 
 var snowflakeRe = regexp.MustCompile(`^[1-9][0-9]{4,19}$`)
 
+// shardCount reads discord.shards: "" = one, "auto" = Discord's advice
+// (discord.ShardsAuto; 0 is returned for checks).
+func (d DiscordConfig) shardCount() (int, error) {
+	switch strings.ToLower(strings.TrimSpace(d.Shards)) {
+	case "":
+		return 1, nil
+	case "auto":
+		return 0, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(d.Shards))
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("not a count")
+	}
+	return n, nil
+}
+
 func (c *Config) validateDiscord(p *problems) {
 	d := c.Discord
 	p.url("discord.api_base_url", d.APIBaseURL, false)
@@ -298,6 +315,18 @@ func (c *Config) validateDiscord(p *problems) {
 	}
 	if d.MaxUploadBytes < 1<<10 {
 		p.add("discord.max_upload_bytes", "%d is too small; use at least 1KiB (default 10MiB, Discord's limit outside boosted servers)", d.MaxUploadBytes)
+	}
+	if n, err := d.shardCount(); err != nil {
+		p.add("discord.shards", "%q is not a shard count; use auto (as many as Discord advises) or a whole number from 1", d.Shards)
+	} else {
+		for i, id := range d.ShardIDs {
+			if id < 0 || (n > 0 && id >= n) {
+				p.add(fmt.Sprintf("discord.shard_ids[%d]", i), "%d is not a shard of this bot; shard ids run from 0 to discord.shards − 1", id)
+			}
+		}
+		if len(d.ShardIDs) > 0 && strings.TrimSpace(d.Shards) == "" {
+			p.add("discord.shard_ids", "is set without discord.shards; set the total number of shards (or auto) as well")
+		}
 	}
 	if !strings.HasPrefix(d.InteractionsPath, "/") {
 		p.add("discord.interactions_path", "%q must start with /", d.InteractionsPath)

@@ -85,11 +85,19 @@ type Server struct {
 	tooMany   int
 	gatewayWS string
 	gw        *gateway
-	onCall    func(Call)
+	// GET /gateway/bot's advice
+	shards, maxConcurrency int
+	onCall                 func(Call)
 }
 
 // Option configures a Server.
 type Option func(*Server)
+
+// WithShards makes GET /gateway/bot recommend n shards, max_concurrency at
+// a time.
+func WithShards(n, maxConcurrency int) Option {
+	return func(s *Server) { s.shards, s.maxConcurrency = n, maxConcurrency }
+}
 
 // WithRateLimits enforces 50 requests a second for bot-token calls.
 func WithRateLimits() Option {
@@ -123,7 +131,7 @@ func NewServer(opts ...Option) *Server {
 		expired:  map[string]bool{},
 	}
 	s.nextID.Store(1300000000000000000)
-	s.gw = &gateway{conns: map[*websocket.Conn]*sync.Mutex{}, identify: make(chan json.RawMessage, 4)}
+	s.gw = &gateway{conns: map[*websocket.Conn]*sync.Mutex{}, shardOf: map[*websocket.Conn]int{}, identify: make(chan json.RawMessage, 16)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -374,7 +382,8 @@ func (s *Server) answer(c Call) (int, string) {
 		}
 		return http.StatusOK, string(out)
 	case "GET /gateway", "GET /gateway/bot":
-		return http.StatusOK, fmt.Sprintf(`{"url":%q,"shards":1,"session_start_limit":{"total":1000,"remaining":999,"reset_after":0,"max_concurrency":1}}`, s.gatewayWS)
+		return http.StatusOK, fmt.Sprintf(`{"url":%q,"shards":%d,"session_start_limit":{"total":1000,"remaining":999,"reset_after":0,"max_concurrency":%d}}`,
+			s.gatewayWS, max(s.shards, 1), max(s.maxConcurrency, 1))
 	case "GET /users/@me":
 		return http.StatusOK, `{"id":"` + AppID + `","username":"Imagine Test Bot","bot":true}`
 	}

@@ -13,6 +13,7 @@ import (
 type gateway struct {
 	mu       sync.Mutex
 	conns    map[*websocket.Conn]*sync.Mutex
+	shardOf  map[*websocket.Conn]int
 	seq      int
 	identify chan json.RawMessage
 }
@@ -51,12 +52,20 @@ func (g *gateway) serve(w http.ResponseWriter, r *http.Request) {
 	}}) != nil {
 		return
 	}
+	var ident struct {
+		Shard []int `json:"shard"`
+	}
+	_ = json.Unmarshal(id.D, &ident)
 	g.mu.Lock()
 	g.conns[c] = wmu
+	if len(ident.Shard) == 2 {
+		g.shardOf[c] = ident.Shard[0]
+	}
 	g.mu.Unlock()
 	defer func() {
 		g.mu.Lock()
 		delete(g.conns, c)
+		delete(g.shardOf, c)
 		g.mu.Unlock()
 	}()
 	for {
@@ -98,6 +107,24 @@ func (s *Server) Dispatch(t string, d json.RawMessage) int {
 		}
 	}
 	return n
+}
+
+// DispatchShard sends event t to the client that identified as shard, as
+// Discord sends each guild's events to one shard; it reports whether one did.
+func (s *Server) DispatchShard(shard int, t string, d json.RawMessage) bool {
+	g := s.gw
+	seq := g.next()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c, wmu := range g.conns {
+		if sh, ok := g.shardOf[c]; ok && sh == shard {
+			wmu.Lock()
+			err := c.WriteJSON(map[string]any{"op": 0, "t": t, "s": seq, "d": d})
+			wmu.Unlock()
+			return err == nil
+		}
+	}
+	return false
 }
 
 // Connected is how many gateway clients are past Ready.
