@@ -592,6 +592,76 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
+// Shutdown wakes the jobs still queued at once: they are refunded and told
+// the bot is shutting down, without waiting for the running job, which the
+// drain lets finish and commit.
+func TestShutdownReleasesQueuedJobsAtOnce(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) { c.Concurrency, c.JobTimeout = 1, time.Minute })
+	started, finish := make(chan struct{}, 2), make(chan struct{})
+	e.gen.fn = func(ctx context.Context, _ core.GenRequest, _ func(core.GenProgress)) ([]core.Image, error) {
+		started <- struct{}{}
+		select {
+		case <-finish:
+			return []core.Image{pngImage()}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	running := make(chan error, 1)
+	go func() {
+		_, err := e.svc.Imagine(context.Background(), req("run", alice, "x"), &fakeReporter{})
+		running <- err
+	}()
+	<-started
+	queued := &fakeReporter{}
+	queuedErr := make(chan error, 1)
+	go func() {
+		_, err := e.svc.Imagine(context.Background(), req("queued", bob, "x"), queued)
+		queuedErr <- err
+	}()
+	waitFor(t, func() bool { return len(queued.positions()) > 0 })
+
+	// A drain and a job timeout far longer than the test: only the
+	// queue's wake-up can end the queued job's wait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- e.svc.Shutdown(ctx) }()
+	select {
+	case err := <-queuedErr:
+		if code := core.ErrorCode(err); code != core.CodeShuttingDown {
+			t.Fatalf("queued job: code = %s (%v), want %s", code, err, core.CodeShuttingDown)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued job still waits after Shutdown: it was not woken")
+	}
+	if j := e.job(t, "queued"); j.State != core.JobRefunded || j.Outcome != core.CodeShuttingDown {
+		t.Errorf("queued job %s / %s, want refunded for the shutdown", j.State, j.Outcome)
+	}
+	if got := e.remaining(t, bob); got != 5 {
+		t.Errorf("bob remaining = %d, want 5", got)
+	}
+	if n := e.gen.Calls(); n != 1 {
+		t.Errorf("%d generations, want only the running job's", n)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a job still running", err)
+	default:
+	}
+
+	close(finish)
+	if err := <-running; err != nil {
+		t.Fatalf("running job: %v, want it to finish within the drain", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	if j := e.job(t, "run"); j.State != core.JobCommitted {
+		t.Errorf("running job %s, want committed", j.State)
+	}
+}
+
 func TestRecoverRefundsPending(t *testing.T) {
 	e := newEnv(t, nil)
 	now := time.Now()

@@ -238,7 +238,7 @@ func TestSchedulerCancelledWaiterLeavesNoSlotBehind(t *testing.T) {
 		t.Fatalf("cancelled acquire: %v", err)
 	}
 	if got := b.shown(); got[len(got)-1] != 1 {
-		t.Fatalf("b's positions after a left: %v", got)
+		t.Errorf("b's positions after a left: %v", got)
 	}
 	rel()
 	admitted(t, b)() // b got the slot a would have had, and gives it back

@@ -275,7 +275,7 @@ func TestUpstreamFailureRefunds(t *testing.T) {
 func TestPhotoRetriedAfter429(t *testing.T) {
 	e := newEnv(t)
 	e.tg.FailNext("sendPhoto", 429, "Too Many Requests: retry after 1", 1)
-	e.send(e.tg.PrivateText(alice, "a mountain lake"))
+	upd := e.send(e.tg.PrivateText(alice, "a mountain lake"))
 
 	calls := e.tg.WaitCalls(t, "sendPhoto", 2, wait)
 	if calls[0].Status != 429 || calls[1].Status != 200 {
@@ -289,9 +289,10 @@ func TestPhotoRetriedAfter429(t *testing.T) {
 	if gap := calls[1].Time.Sub(calls[0].Time); gap < 900*time.Millisecond {
 		t.Errorf("retried after %s, before retry_after", gap)
 	}
-	e.tg.WaitFor(wait, func() bool { return e.balance(t, telegram.ScopePrivate, alice).Used == 1 })
+	// Delivered means committed: Used was 1 from the reservation on.
+	e.waitSettled(t, updateKey(upd), core.JobCommitted)
 	if bal := e.balance(t, telegram.ScopePrivate, alice); bal.Used != 1 {
-		t.Errorf("used = %d, want 1 (delivered)", bal.Used)
+		t.Errorf("used = %d, want 1 (charged once)", bal.Used)
 	}
 }
 

@@ -132,6 +132,26 @@ func (e *env) balance(t testing.TB, scope string, u models.User) core.Balance {
 	return chattest.Balance(t, e.svc, scope, core.User{Platform: core.PlatformTelegram, ID: itoa(u.ID)}.Key())
 }
 
+// waitSettled waits for the job with key to leave pending and fails the
+// test unless it ended in want. "Delivered" means committed: the balance
+// cannot tell, since reserve already counted the units as used.
+func (e *env) waitSettled(t testing.TB, key string, want core.JobState) core.Job {
+	t.Helper()
+	var j core.Job
+	var err error
+	e.tg.WaitFor(wait, func() bool {
+		j, err = e.svc.Job(context.Background(), key)
+		return err == nil && j.State != core.JobPending
+	})
+	if err != nil || j.State != want {
+		t.Fatalf("job %s is %q (%v), want %q", key, j.State, err, want)
+	}
+	return j
+}
+
+// updateKey is the job key of a job started by update u.
+func updateKey(u models.Update) string { return "telegram:update:" + itoa(u.ID) }
+
 // noParseMode checks that nothing was sent with a parse mode.
 func (e *env) noParseMode(t testing.TB) {
 	t.Helper()

@@ -203,12 +203,14 @@ func TestDeliveryFallbacks(t *testing.T) {
 		})
 		link := "https://cdn.example.net/img/default.png?sig=a%2Fb%3D"
 		e.gw.Push(upstreamtest.JSON(200, upstreamtest.Completion("![a]("+link+")")))
-		e.send(e.tg.PrivateText(alice, "a forest"))
+		upd := e.send(e.tg.PrivateText(alice, "a forest"))
 		msg := e.waitText(t, alice.ID, "a forest", "🔗 "+link)
 		if len(msg.CallbackData()) != 1 || len(e.tg.Calls("sendPhoto"))+len(e.tg.Calls("sendDocument")) != 0 {
 			t.Errorf("link message buttons %q; uploads were tried", msg.CallbackData())
 		}
-		e.tg.WaitFor(wait, func() bool { return e.balance(t, telegram.ScopePrivate, alice).Used == 1 })
+		// A link counts as delivered: the job is committed (Used alone
+		// was already 1 from the reservation).
+		e.waitSettled(t, updateKey(upd), core.JobCommitted)
 		if bal := e.balance(t, telegram.ScopePrivate, alice); bal.Used != 1 {
 			t.Errorf("a link counts as delivered: used %d", bal.Used)
 		}

@@ -53,15 +53,16 @@ type buildError struct {
 func (e *buildError) Error() string { return "go build: " + e.err.Error() + "\n" + e.out }
 
 // startBinary runs the real binary in w's world.
-func startBinary(t *testing.T, w *world) (*exec.Cmd, *strings.Builder, <-chan error) {
+func startBinary(t *testing.T, w *world) (*exec.Cmd, *syncWriter, <-chan error) {
 	t.Helper()
 	cmd := exec.Command(builtBinary(t), "run", "-config", w.cfg)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range w.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	logs := &strings.Builder{}
-	cmd.Stderr = &syncWriter{w: logs}
+	// The tests read the logs while the bot writes them.
+	logs := &syncWriter{w: &strings.Builder{}}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func startBinary(t *testing.T, w *world) (*exec.Cmd, *strings.Builder, <-chan er
 	return cmd, logs, done
 }
 
-func waitExit(t *testing.T, done <-chan error, logs *strings.Builder, within time.Duration) {
+func waitExit(t *testing.T, done <-chan error, logs *syncWriter, within time.Duration) {
 	t.Helper()
 	select {
 	case err := <-done:

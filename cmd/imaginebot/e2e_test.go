@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,9 +124,18 @@ func TestRunPrivateChatToPhoto(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	// Committed in the ledger: 2 a day, 1 spent.
+	// Committed in the ledger: 2 a day, 1 spent. The balance alone cannot
+	// tell a commit from a reservation left pending; the job's state can.
 	if got := w.remaining(t, "telegram:private", "42"); got != "1" {
 		t.Fatalf("remaining = %s, want 1", got)
+	}
+	code, out, errOut := runCLI(t, w.env, "quota", "-config", w.cfg, "history", "telegram:private", "42")
+	if code != 0 {
+		t.Fatalf("quota history: %s", errOut)
+	}
+	if rows := strings.Split(strings.TrimSpace(out), "\n"); len(rows) != 2 ||
+		!slices.Contains(strings.Fields(rows[1]), string(core.JobCommitted)) || !strings.Contains(rows[1], "a fox in the snow") {
+		t.Fatalf("quota history:\n%s\nwant the one job, committed", out)
 	}
 	req := w.gw.Requests()[0]
 	// The gateway sees a pseudonym keyed by a secret the bot generated and
@@ -363,4 +373,12 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// String is what was written so far (w must be a fmt.Stringer), safe to
+// read while the child process still writes.
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.(fmt.Stringer).String()
 }

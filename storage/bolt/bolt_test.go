@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	bbolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/storage/bolt"
@@ -514,6 +515,113 @@ func TestGroupCommitFailures(t *testing.T) {
 	}
 	if r := after.Rollbacks - before.Rollbacks; r != 3 { // one per fn that failed after writing
 		t.Errorf("%d rollbacks, want 3", r)
+	}
+}
+
+// A commit that fails fails every call in its group, each told so (nothing
+// of theirs was stored), except a call whose own fn failed, which keeps its
+// error; and the committer goes on working after it.
+func TestGroupCommitCommitFails(t *testing.T) {
+	db := openTemp(t)
+	// Small writes fit in 1 MiB; the big one makes the commit fail.
+	db.SetMaxSize(1 << 20)
+	release := blockGroup(t, db, t.Context())
+	errOwn := errors.New("fails before writing")
+	big := strings.Repeat("x", 4<<20)
+	fns := map[string]func(core.Tx) error{
+		"own error": func(core.Tx) error { return errOwn },
+		"big":       func(tx core.Tx) error { return tx.PutSetting("big", big) },
+	}
+	for i := range 5 {
+		fns[fmt.Sprint("s", i)] = putScopeFn(fmt.Sprint("s", i))
+	}
+	type result struct {
+		name string
+		err  error
+	}
+	results := make(chan result, len(fns))
+	for name, fn := range fns {
+		go func() { results <- result{name, db.Update(t.Context(), fn)} }()
+	}
+	waitQueued(t, db, len(fns))
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	for range fns {
+		var r result
+		select {
+		case r = <-results:
+		case <-time.After(10 * time.Second):
+			t.Fatal("an Update in the failed group never returned")
+		}
+		switch {
+		case r.name == "own error":
+			if !errors.Is(r.err, errOwn) {
+				t.Errorf("%s: Update = %v, want its fn's error", r.name, r.err)
+			}
+		case !errors.Is(r.err, bbolterrors.ErrMaxSizeReached) || !strings.HasPrefix(r.err.Error(), "bolt: commit: "):
+			t.Errorf("%s: Update = %v, want the failed commit's error", r.name, r.err)
+		}
+	}
+	for i := range 5 {
+		if scopeExists(t, db, fmt.Sprint("s", i)) {
+			t.Errorf("s%d stored by a commit that failed", i)
+		}
+	}
+	// Later Updates commit, the big one too once the file may grow.
+	db.SetMaxSize(0)
+	for name, fn := range fns {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		err := db.Update(ctx, fn)
+		cancel()
+		if name != "own error" && err != nil {
+			t.Fatalf("%s after the failed commit: Update = %v", name, err)
+		}
+	}
+	if !scopeExists(t, db, "s0") {
+		t.Error("the Update after the failed commit was not stored")
+	}
+}
+
+// cancelAfterCheck is a context cancelled just after its first Err: Update's
+// early check passes, and the call is cancelled as it enters the group.
+type cancelAfterCheck struct {
+	context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (c *cancelAfterCheck) Err() error {
+	err := c.Context.Err()
+	c.once.Do(c.cancel)
+	return err
+}
+
+// A call told to lead that gives up before it leads must hand the lead on
+// (here, to no one), or every later Update waits for a leader that never
+// comes. On an idle committer a call is told to lead at once; whether it
+// then sees its lead or its cancellation first is up to select, so the
+// round runs many times: each has even odds of taking the hand-off path.
+func TestGroupCommitCancelledLeaderHandsOff(t *testing.T) {
+	db := openTemp(t)
+	for i := range 64 {
+		ctx, cancel := context.WithCancel(t.Context())
+		err := db.Update(&cancelAfterCheck{Context: ctx, cancel: cancel}, putScopeFn("never"))
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: cancelled Update = %v, want context.Canceled", i, err)
+		}
+		ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
+		err = db.Update(ctx, putScopeFn(fmt.Sprint("s", i)))
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: the Update after a cancelled leader = %v: no one was leading", i, err)
+		}
+	}
+	if scopeExists(t, db, "never") {
+		t.Error("a cancelled call's fn ran")
+	}
+	if s := db.GroupStats(); s.Queued != 0 {
+		t.Errorf("%d calls left in the queue", s.Queued)
 	}
 }
 

@@ -30,3 +30,8 @@ func (db *DB) GroupStats() GroupStats {
 	defer g.mu.Unlock()
 	return GroupStats{Commits: g.commits, Rollbacks: g.rollbacks, MaxSize: g.maxSize, Queued: len(g.queue)}
 }
+
+// SetMaxSize caps the file's size (bbolt's DB.MaxSize): a commit that would
+// grow it further fails, as one on a full disk does. Call it only while no
+// Update runs.
+func (db *DB) SetMaxSize(n int) { db.bolt.MaxSize = n }
