@@ -10,6 +10,11 @@ type GenRequest struct {
 	Model  Model
 	Prompt string // the rendered message text (template applied)
 	User   string // User.Key(); generators send only a pseudonym of it upstream
+	// Aspect is the job's aspect option ("16:9", "" for none): the images
+	// API sends it as a size (Model.Size).
+	Aspect string
+	// Input is a picture the user gave, to edit or start from; nil without.
+	Input *Image
 }
 
 // GenProgress is what a generator learns while it waits.
@@ -23,6 +28,9 @@ type Image struct {
 	Data   []byte
 	MIME   string // image/png, image/jpeg, image/webp or image/gif
 	Source string // the URL it came from ("" for data URIs): the link fallback
+	// Note is text to show under the picture: the prompt as the model
+	// rewrote it (DALL·E's revised_prompt), cleaned; "" for none.
+	Note string
 }
 
 // Ext is the file extension for the image's type.

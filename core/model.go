@@ -1,8 +1,12 @@
 package core
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 )
@@ -17,8 +21,35 @@ type Model struct {
 	// Template turns the user's prompt and options into the message text; nil
 	// uses DefaultPromptTemplate.
 	Template *template.Template
-	Stream   bool // ask the gateway for SSE
+	Stream   bool // ask the gateway for SSE (chat models only)
+
+	API API // how the gateway serves the model; "" is APIChat
+
+	// The images API's fields (API == APIImages).
+
+	// Sizes maps an aspect ratio ("16:9") to the size sent for it
+	// ("1344x768"); nil takes DefaultSizes(ID()). An aspect missing here is
+	// refused before anything is charged (CheckOptions).
+	Sizes          map[string]string
+	Quality        string // sent when set ("hd", "high", …)
+	Style          string // sent when set ("vivid", "natural")
+	ResponseFormat string // "url" or "b64_json"; "" takes DefaultResponseFormat(ID())
+
+	// AcceptsImage: the model takes a picture as input (an edit, for the
+	// images API); without it a job with a picture is refused.
+	AcceptsImage bool
 }
+
+// API is the gateway interface a model is served through.
+type API string
+
+const (
+	// APIChat is POST /v1/chat/completions: the image is in the answer's text.
+	APIChat API = "chat"
+	// APIImages is POST /v1/images/generations, and /v1/images/edits when the
+	// job carries a picture: DALL·E, gpt-image, Flux.
+	APIImages API = "images"
+)
 
 // ID is the model id sent upstream.
 func (m Model) ID() string {
@@ -36,10 +67,24 @@ func (m Model) DisplayName() string {
 	return m.Name
 }
 
-// DefaultPromptTemplate is used for models without a prompt_template.
+// DefaultPromptTemplate is used for chat models without a prompt_template.
 const DefaultPromptTemplate = `{{.Prompt}}{{with .Aspect}}
 Aspect ratio: {{.}}{{end}}{{with .Negative}}
 Negative prompt: {{.}}{{end}}`
+
+// DefaultImagesPromptTemplate is used for images models without a
+// prompt_template: the aspect ratio travels as the size, so the text does
+// not repeat it.
+const DefaultImagesPromptTemplate = `{{.Prompt}}{{with .Negative}}
+Negative prompt: {{.}}{{end}}`
+
+// DefaultTemplate is the prompt template of a model of api without one.
+func DefaultTemplate(api API) string {
+	if api == APIImages {
+		return DefaultImagesPromptTemplate
+	}
+	return DefaultPromptTemplate
+}
 
 // ParseTemplate compiles a model prompt template ("" = the default).
 func ParseTemplate(name, text string) (*template.Template, error) {
@@ -76,7 +121,7 @@ func (m Model) Render(prompt string, o Options) (string, error) {
 	t := m.Template
 	if t == nil {
 		var err error
-		if t, err = ParseTemplate(m.Name, ""); err != nil {
+		if t, err = ParseTemplate(m.Name, DefaultTemplate(m.API)); err != nil {
 			return "", err
 		}
 	}
@@ -85,6 +130,118 @@ func (m Model) Render(prompt string, o Options) (string, error) {
 		return "", fmt.Errorf("core: render prompt for model %s: %w", m.Name, err)
 	}
 	return b.String(), nil
+}
+
+// ReasonUnsupported: Value is well formed but the model does not offer it
+// (an aspect ratio an images model has no size for); Choices lists what it
+// offers.
+const ReasonUnsupported Reason = "unsupported"
+
+// Default sizes per upstream model family, from each API's documented
+// sizes: DALL·E 3 takes only these three, gpt-image-1 these three (exactly
+// 3:2 and 2:3). Flux takes any multiple of 16 up to about 2 MP; these are
+// its ~1-megapixel presets (multiples of 64, the sizes it was trained on
+// and that Replicate and ComfyUI map its aspect ratios to).
+var (
+	dalle3Sizes   = map[string]string{"1:1": "1024x1024", "16:9": "1792x1024", "9:16": "1024x1792"}
+	gptImageSizes = map[string]string{"1:1": "1024x1024", "3:2": "1536x1024", "2:3": "1024x1536"}
+	fluxSizes     = map[string]string{
+		"1:1": "1024x1024", "16:9": "1344x768", "9:16": "768x1344",
+		"3:2": "1216x832", "2:3": "832x1216", "4:3": "1152x896", "3:4": "896x1152",
+	}
+	squareSizes = map[string]string{"1:1": "1024x1024"}
+)
+
+// DefaultSizes is the aspect → size map for an images model without
+// configured sizes, chosen by the gateway's model id (resellers add
+// prefixes and suffixes: "dall-e-3-hd", "black-forest-labs/FLUX.1-schnell").
+// A model of no known family gets 1:1 only. The map is the caller's.
+func DefaultSizes(upstreamModel string) map[string]string {
+	id := strings.ToLower(upstreamModel)
+	src := squareSizes
+	switch {
+	case strings.Contains(id, "gpt-image"):
+		src = gptImageSizes
+	case strings.Contains(id, "dall-e-3"), strings.Contains(id, "dalle-3"), strings.Contains(id, "dalle3"):
+		src = dalle3Sizes
+	case strings.Contains(id, "flux"):
+		src = fluxSizes
+	}
+	return maps.Clone(src)
+}
+
+// DefaultResponseFormat is the response_format sent to an images model
+// without one configured: "url", except for gpt-image models, which always
+// answer b64_json and refuse the field (400 unknown_parameter), so "" (not
+// sent).
+func DefaultResponseFormat(upstreamModel string) string {
+	if strings.Contains(strings.ToLower(upstreamModel), "gpt-image") {
+		return ""
+	}
+	return "url"
+}
+
+// ImagesResponseFormat is the response_format to send ("" = none).
+func (m Model) ImagesResponseFormat() string {
+	if m.ResponseFormat != "" {
+		return m.ResponseFormat
+	}
+	return DefaultResponseFormat(m.ID())
+}
+
+func (m Model) sizes() map[string]string {
+	if m.Sizes != nil {
+		return m.Sizes
+	}
+	return DefaultSizes(m.ID())
+}
+
+// Size is the images API size for an aspect ratio: aspect "" takes 1:1's
+// size, or "" (the gateway's default) when the model has none. An aspect
+// the model has no size for is a CodeInvalidOption with ReasonUnsupported
+// and the aspects it offers.
+func (m Model) Size(aspect string) (string, error) {
+	sizes := m.sizes()
+	if aspect == "" {
+		return sizes["1:1"], nil
+	}
+	if s, ok := sizes[aspect]; ok {
+		return s, nil
+	}
+	return "", &Error{Code: CodeInvalidOption, Reason: ReasonUnsupported, Option: OptionAspect,
+		Value: Truncate(aspect, 40), Choices: Aspects(sizes),
+		Err: fmt.Errorf("core: model %s has no size for aspect %s (models[].sizes)", m.Name, aspect)}
+}
+
+// Aspects lists the aspect ratios of sizes, widest first.
+func Aspects(sizes map[string]string) []string {
+	out := slices.Collect(maps.Keys(sizes))
+	ratio := func(a string) float64 {
+		m := aspectRe.FindStringSubmatch(a)
+		if m == nil {
+			return 0
+		}
+		w, _ := strconv.Atoi(m[1])
+		h, _ := strconv.Atoi(m[2])
+		return float64(w) / float64(h)
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if c := cmp.Compare(ratio(b), ratio(a)); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	return out
+}
+
+// CheckOptions refuses options the model cannot honour, before anything is
+// charged: for an images model, an aspect ratio it has no size for.
+func (m Model) CheckOptions(o Options) error {
+	if m.API != APIImages {
+		return nil
+	}
+	_, err := m.Size(o.Aspect)
+	return err
 }
 
 var aspectRe = regexp.MustCompile(`^([1-9][0-9]?):([1-9][0-9]?)$`)

@@ -471,6 +471,9 @@ func (s *Service) validate(req *Request) (Model, string, error) {
 		}
 		return Model{}, "", &Error{Code: CodeUnknownModel, Option: OptionModel, Value: Truncate(name, 40), Choices: names}
 	}
+	if err := m.CheckOptions(req.Options); err != nil {
+		return Model{}, "", err
+	}
 	prompt, err := m.Render(req.Prompt, req.Options)
 	if err != nil {
 		return Model{}, "", &Error{Code: CodeInternal, Err: err}
@@ -605,7 +608,7 @@ func (s *Service) generate(ctx context.Context, model Model, prompt string, job 
 			}
 		}
 	}()
-	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User}, func(p GenProgress) {
+	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User, Aspect: job.Options.Aspect}, func(p GenProgress) {
 		report(func(last *Progress) {
 			if p.Percent >= 0 {
 				last.Percent = min(p.Percent, 100)

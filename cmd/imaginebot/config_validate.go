@@ -33,6 +33,7 @@ func (c *Config) applyDefaults() {
 	}
 	for i := range c.Models {
 		def(&c.Models[i].Cost, 1)
+		def(&c.Models[i].API, apiChat)
 	}
 	if c.DefaultModel == "" {
 		c.DefaultModel = c.Models[0].Name
@@ -155,6 +156,7 @@ func (c *Config) validate() []string {
 		if _, err := core.ParseTemplate(m.Name, m.PromptTemplate); err != nil {
 			p.add(key+".prompt_template", "%v; fields available are {{.Prompt}}, {{.Negative}} and {{.Aspect}}", err)
 		}
+		m.validateAPI(&p, key)
 	}
 	if !seen[strings.ToLower(c.DefaultModel)] {
 		p.add("default_model", "%q is not one of models[].name; pick one of them", c.DefaultModel)

@@ -23,18 +23,11 @@ func coreConfig(c *Config) (core.Config, error) {
 	}
 	models := make([]core.Model, 0, len(c.Models))
 	for _, m := range c.Models {
-		tmpl, err := core.ParseTemplate(m.Name, m.PromptTemplate)
+		cm, err := m.coreModel(c.Upstream.Stream)
 		if err != nil {
 			return core.Config{}, err
 		}
-		stream := c.Upstream.Stream
-		if m.Stream != nil {
-			stream = *m.Stream
-		}
-		models = append(models, core.Model{
-			Name: m.Name, UpstreamModel: m.UpstreamModel, Label: m.Label, Cost: m.Cost,
-			SystemPrompt: m.SystemPrompt, Template: tmpl, Stream: stream,
-		})
+		models = append(models, cm)
 	}
 	r := rate.Inf
 	if *c.Limits.RatePerMinute > 0 {

@@ -1,8 +1,10 @@
 // Package upstream is the client for OpenAI-compatible gateways ("NO.1 API",
 // one-api, new-api and their resellers) that serve image models through
-// POST /v1/chat/completions. It implements core.Generator: it sends the
-// prompt, reads the answer (JSON or a Server-Sent Events stream), finds the
-// image references in the message text and downloads them with a Fetcher.
+// POST /v1/chat/completions, or through the images API
+// (/v1/images/generations and /edits, see images.go) for models of
+// core.APIImages. It implements core.Generator: it sends the prompt, reads
+// the answer (JSON or a Server-Sent Events stream), finds the image
+// references in it and downloads them with a Fetcher.
 //
 // Failures are *core.Error with an upstream Code, decided by HTTP status and
 // error.code (never error.type, which resellers rebrand). The API key never
@@ -260,12 +262,15 @@ func (c *Client) generate(ctx context.Context, req core.GenRequest, progress fun
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	log := c.log.With("model", req.Model.ID(), "stream", req.Model.Stream)
+	if req.Model.API == core.APIImages {
+		return c.generateImages(ctx, log.With("api", req.Model.API), req)
+	}
 	body, err := c.requestBody(req)
 	if err != nil {
 		return nil, core.Errorf(core.CodeInternal, "upstream: encode request: %v", err)
 	}
 	start := time.Now()
-	res, e := c.complete(ctx, log, req.Model.Name, body, req.Model.Stream, progress)
+	res, e := c.complete(ctx, log, req.Model.Name, c.chatCall(body, req.Model.Stream), progress)
 	if e != nil && e.Code == core.CodeLostInRelay && req.Model.Stream && ctx.Err() == nil {
 		// Relays such as one-api drop long data-URI lines and error chunks
 		// from streams but deliver the same answer whole without streaming:
@@ -276,7 +281,7 @@ func (c *Client) generate(ctx context.Context, req core.GenRequest, progress fun
 		if body, err = c.requestBody(plain); err != nil {
 			return nil, core.Errorf(core.CodeInternal, "upstream: encode request: %v", err)
 		}
-		res, e = c.complete(ctx, log.With("stream", false), req.Model.Name, body, false, progress)
+		res, e = c.complete(ctx, log.With("stream", false), req.Model.Name, c.chatCall(body, false), progress)
 	}
 	if e != nil {
 		log.Info("upstream: generation failed", "code", e.Code, "err", e.Err, "elapsed", time.Since(start))
@@ -325,13 +330,7 @@ func (c *Client) requestBody(req core.GenRequest) ([]byte, error) {
 	if req.User != "" {
 		r.User = Pseudonym(c.cfg.UserIDSecret, req.User)
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(r); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return encodeJSON(r)
 }
 
 // Pseudonym is the "user" field sent for a user key: hex HMAC-SHA256 of the
@@ -343,13 +342,30 @@ func Pseudonym(secret, userKey string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// call is one request to the gateway. The chat and images APIs differ in
+// where it goes, what it carries and how a 2xx answer reads; retries,
+// deadlines and the error taxonomy are the same for both (complete, attempt).
+type call struct {
+	url         string
+	contentType string
+	body        []byte // sent anew, whole, by every attempt
+	stream      bool
+	// parse reads a non-streamed 2xx body.
+	parse func(status int, raw []byte) (result, *core.Error, bool)
+}
+
+// chatCall is a chat-completions request.
+func (c *Client) chatCall(body []byte, stream bool) call {
+	return call{url: c.endpoint, contentType: "application/json", body: body, stream: stream, parse: c.parseCompletion}
+}
+
 // complete runs the attempts: one, plus a retry after each retryable
 // failure, backing off with full jitter (or Retry-After when longer), never
 // past the job deadline.
-func (c *Client) complete(ctx context.Context, log *slog.Logger, model string, body []byte, stream bool, progress func(core.GenProgress)) (result, *core.Error) {
+func (c *Client) complete(ctx context.Context, log *slog.Logger, model string, rq call, progress func(core.GenProgress)) (result, *core.Error) {
 	for attempt := 1; ; attempt++ {
-		log.Debug("upstream: request", "attempt", attempt, "bytes", len(body))
-		res, e, retry := c.attempt(ctx, log, body, stream, progress)
+		log.Debug("upstream: request", "attempt", attempt, "bytes", len(rq.body))
+		res, e, retry := c.attempt(ctx, log, rq, progress)
 		if e == nil {
 			c.metrics.Attempt(model, "", false)
 			return res, nil
@@ -388,15 +404,16 @@ func (c *Client) backoff(n int) time.Duration {
 
 // attempt makes one request. retry reports whether the failure is worth
 // another attempt.
-func (c *Client) attempt(ctx context.Context, log *slog.Logger, body []byte, stream bool, progress func(core.GenProgress)) (res result, e *core.Error, retry bool) {
+func (c *Client) attempt(ctx context.Context, log *slog.Logger, rq call, progress func(core.GenProgress)) (res result, e *core.Error, retry bool) {
+	stream := rq.stream
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, rq.url, bytes.NewReader(rq.body))
 	if err != nil {
 		return result{}, core.Errorf(core.CodeUpstreamAuth, "upstream: bad base URL: %v", err), false
 	}
 	hreq.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)
-	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Content-Type", rq.contentType)
 	hreq.Header.Set("User-Agent", "imaginebot")
 	if stream {
 		hreq.Header.Set("Accept", "text/event-stream")
@@ -485,7 +502,7 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, body []byte, str
 		e, retry := readFailed(err)
 		return result{}, e, retry
 	}
-	return c.parseCompletion(status, raw)
+	return rq.parse(status, raw)
 }
 
 // parseCompletion reads a non-streamed 2xx body.
@@ -597,7 +614,7 @@ func (c *Client) failure(g *gatewayError) (result, *core.Error, bool) {
 func (c *Client) download(ctx context.Context, log *slog.Logger, res result) ([]core.Image, *core.Error) {
 	var imgs []core.Image
 	var first error
-	for _, ref := range res.refs {
+	for i, ref := range res.refs {
 		if len(imgs) == maxImages {
 			break
 		}
@@ -611,6 +628,9 @@ func (c *Client) download(ctx context.Context, log *slog.Logger, res result) ([]
 				first = err
 			}
 			continue
+		}
+		if i < len(res.notes) {
+			img.Note = res.notes[i]
 		}
 		imgs = append(imgs, img)
 	}

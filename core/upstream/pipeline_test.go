@@ -42,6 +42,12 @@ type pipeline struct {
 
 func newPipeline(t *testing.T, stream bool) *pipeline {
 	t.Helper()
+	return newPipelineWith(t, core.Model{Name: "stable-diffusion", Label: "Stable Diffusion", Stream: stream})
+}
+
+// newPipelineWith runs models; the first is the default.
+func newPipelineWith(t *testing.T, models ...core.Model) *pipeline {
+	t.Helper()
 	gw := upstreamtest.New(t)
 	quiet := slog.New(slog.DiscardHandler)
 	f := fetch.New(fetch.Config{MaxBytes: 1 << 20, AllowedHosts: []string{"127.0.0.1"}}, fetch.WithLogger(quiet))
@@ -50,7 +56,7 @@ func newPipeline(t *testing.T, stream bool) *pipeline {
 		StreamIdleTimeout: 2 * time.Second,
 	}, f, upstream.WithLogger(quiet), upstream.WithSleep(func(context.Context, time.Duration) error { return nil }))
 	svc, err := core.NewService(core.Config{
-		Models:     []core.Model{{Name: "stable-diffusion", Label: "Stable Diffusion", Stream: stream}},
+		Models:     models,
 		Rate:       rate.Inf,
 		JobTimeout: 500 * time.Millisecond,
 		Quotas:     core.Quotas{Location: time.UTC, DefaultDaily: 3},

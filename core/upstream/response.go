@@ -191,7 +191,8 @@ func parseErrorBody(body []byte) (e apiError, malformed bool) {
 // should reword it, not wait for the operator.
 var refusalCodes = map[string]bool{
 	"sensitive_words_detected": true, // new-api's prompt filter
-	"content_policy_violation": true,
+	"content_policy_violation": true, // DALL·E's safety system
+	"moderation_blocked":       true, // gpt-image's safety system
 	"content_filter":           true,
 }
 
@@ -327,6 +328,9 @@ type result struct {
 	// reasoningOnly: text is the reasoning (progress) of an answer whose
 	// content was empty.
 	reasoningOnly bool
+	// notes are, per ref, the text to show under its image (the images
+	// API's revised_prompt); nil for chat answers.
+	notes []string
 }
 
 // finish joins the choices in index order and picks the image references.

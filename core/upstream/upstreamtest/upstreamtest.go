@@ -1,7 +1,8 @@
 // Package upstreamtest is a fake OpenAI-compatible image gateway for tests:
-// an httptest server that answers POST /v1/chat/completions with scripted
-// replies, records what it was sent, and serves the images its replies point
-// at (GET /img/<name>).
+// an httptest server that answers POST /v1/chat/completions and the images
+// API (POST /v1/images/generations and /v1/images/edits, see images.go) with
+// scripted replies, records what it was sent, and serves the images its
+// replies point at (GET /img/<name>).
 //
 //	gw := upstreamtest.New(t)
 //	gw.Push(upstreamtest.Status(429, upstreamtest.ErrorBody("", "当前分组上游负载已饱和"), nil))
@@ -9,10 +10,11 @@
 //	... point the client at gw.URL ...
 //	if gw.Calls() != 2 { ... }
 //
-// Each chat request takes the next pushed Reply; when the queue is empty the
-// Handle function answers, and without one the default: a completion whose
-// content is a markdown image of ImageURL("default.png") (streamed when the
-// request asks for a stream).
+// Each request to any of these endpoints takes the next pushed Reply; when
+// the queue is empty the Handle function answers, and without one the
+// default: a completion whose content is a markdown image of
+// ImageURL("default.png") (streamed when the request asks for a stream), or
+// for the images API an answer whose data[0].url is that image.
 package upstreamtest
 
 import (
@@ -66,6 +68,16 @@ type Request struct {
 	MaxTokens   *int      `json:"max_tokens"`
 	N           *int      `json:"n"`
 
+	// The images API's fields, from the JSON body or the multipart form.
+	Prompt         string `json:"prompt"`
+	Size           string `json:"size"`
+	Quality        string `json:"quality"`
+	Style          string `json:"style"`
+	ResponseFormat string `json:"response_format"`
+	// Parts are a multipart body's parts, in order (images/edits: the
+	// fields and the "image" file).
+	Parts []Part `json:"-"`
+
 	Fields map[string]json.RawMessage `json:"-"`
 
 	// HTTP is the live request, valid only while a Reply runs (for its
@@ -110,6 +122,8 @@ func New(t testing.TB) *Gateway {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(ChatPath, g.chat)
+	mux.HandleFunc(ImagesGenerationsPath, g.images)
+	mux.HandleFunc(ImagesEditsPath, g.images)
 	mux.HandleFunc("GET "+ModelsPath, g.models)
 	mux.HandleFunc("/img/", g.image)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -177,14 +191,14 @@ func (g *Gateway) RequireKey(key string) {
 	g.key = key
 }
 
-// Requests returns the chat requests received so far, oldest first.
+// Requests returns the requests received so far (chat and images), oldest first.
 func (g *Gateway) Requests() []Request {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return append([]Request(nil), g.requests...)
 }
 
-// Calls is the number of chat requests received so far.
+// Calls is the number of requests received so far (chat and images).
 func (g *Gateway) Calls() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -219,7 +233,10 @@ func (g *Gateway) ImageRequests() []string {
 	return append([]string(nil), g.imageHits...)
 }
 
-func (g *Gateway) chat(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) chat(w http.ResponseWriter, r *http.Request) { g.serve(w, r, g.defaultReply) }
+
+// serve records a request and answers it with the next reply, or def.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, def Reply) {
 	body, err := readAll(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -229,6 +246,7 @@ func (g *Gateway) chat(w http.ResponseWriter, r *http.Request) {
 	// A body that is not JSON is recorded as is; tests assert on Body then.
 	_ = json.Unmarshal(body, &req)
 	_ = json.Unmarshal(body, &req.Fields)
+	req.parseForm() // likewise a broken form: its parts stay nil
 
 	g.mu.Lock()
 	rec := req
@@ -250,7 +268,7 @@ func (g *Gateway) chat(w http.ResponseWriter, r *http.Request) {
 	g.mu.Unlock()
 
 	if reply == nil {
-		reply = g.defaultReply
+		reply = def
 	}
 	reply(w, &req)
 }
