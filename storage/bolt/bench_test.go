@@ -83,3 +83,17 @@ func BenchmarkReserveCommit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLoneUpdate is one caller's Update after another: group commit
+// must not hold a lone caller back (bbolt's db.Batch would wait its 10 ms
+// MaxBatchDelay every time), so ns/op is one transaction and one fsync.
+func BenchmarkLoneUpdate(b *testing.B) {
+	db := openTemp(b)
+	i := 0
+	for b.Loop() {
+		if err := db.Update(b.Context(), putScopeFn(fmt.Sprint("s", i))); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

@@ -762,21 +762,6 @@ func TestGroupCommitPanic(t *testing.T) {
 	}
 }
 
-func TestGroupCommitLoneCallerNotDelayed(t *testing.T) {
-	db := openTemp(t)
-	const n = 20
-	start := time.Now()
-	for i := range n {
-		if err := db.Update(t.Context(), putScopeFn(fmt.Sprint("s", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// bbolt's db.Batch would wait its 10ms MaxBatchDelay every time.
-	if avg := time.Since(start) / n; avg > 5*time.Millisecond {
-		t.Errorf("a lone Update took %v on average", avg)
-	}
-}
-
 func TestAfterClose(t *testing.T) {
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "ledger.db"))
 	if err != nil {
