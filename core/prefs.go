@@ -65,8 +65,16 @@ func (s *Service) applyPrefs(ctx context.Context, req *Request) error {
 	if _, ok := s.models[p.Model]; req.Model == "" && ok {
 		req.Model = p.Model
 	}
-	if req.Options.Aspect == "" {
-		req.Options.Aspect = p.Aspect
+	if req.Options.Aspect == "" && p.Aspect != "" {
+		// A saved aspect the chosen model cannot make is left out, rather
+		// than refusing every prompt to that model.
+		name := req.Model
+		if name == "" {
+			name = s.cfg.DefaultModel
+		}
+		if m, ok := s.models[name]; !ok || m.CheckOptions(Options{Aspect: p.Aspect}) == nil {
+			req.Options.Aspect = p.Aspect
+		}
 	}
 	return nil
 }

@@ -83,3 +83,24 @@ func TestPrefsForAModelNoLongerConfigured(t *testing.T) {
 		t.Fatalf("job %+v, %v", r.Job, err)
 	}
 }
+
+// A saved aspect the model cannot make is left out, not refused each time.
+func TestPrefsAspectTheModelCannotMake(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, func(c *core.Config) {
+		c.Models = append(c.Models, core.Model{Name: "dalle", API: core.APIImages, Sizes: map[string]string{"1:1": "1024x1024", "16:9": "1792x1024"}})
+	})
+	if _, err := e.svc.SetPrefs(ctx, acct(alice), core.Prefs{Model: "dalle", Aspect: "4:3"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.svc.Imagine(ctx, req("1", alice, "a fox"), &fakeReporter{})
+	if err != nil || r.Job.Model != "dalle" || r.Job.Options.Aspect != "" {
+		t.Fatalf("job %+v, %v; want dalle without the aspect", r.Job, err)
+	}
+	// Asked for in the prompt, it is refused before anything is charged.
+	rq := req("2", alice, "a fox")
+	rq.Options.Aspect = "4:3"
+	if _, err := e.svc.Imagine(ctx, rq, &fakeReporter{}); core.ErrorCode(err) != core.CodeInvalidOption {
+		t.Fatalf("asked for 4:3: %v", err)
+	}
+}

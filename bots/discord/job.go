@@ -273,8 +273,11 @@ func (b *Bot) result(d core.Delivery, imgs []core.Image, lang core.Lang) message
 	m := message{Content: "", images: imgs}
 	for i, img := range imgs[:min(len(imgs), 10)] {
 		e := &discordgo.MessageEmbed{URL: "https://imaginebot.invalid/" + d.Job.Key, Image: &discordgo.MessageEmbedImage{URL: "attachment://" + fileName(i, img)}}
+		if img.Note != "" { // the model's own rewording (an images API's revised_prompt)
+			e.Description = fit("📝 "+p.T("meta.revised", "Text", img.Note), maxDescription/2)
+		}
 		if i == 0 {
-			e.Description = fit(d.Prompt, maxDescription)
+			e.Description = fit(strings.TrimSpace(d.Prompt+"\n\n"+e.Description), maxDescription)
 			e.Footer = &discordgo.MessageEmbedFooter{Text: footer}
 		}
 		m.Embeds = append(m.Embeds, e)

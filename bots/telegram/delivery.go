@@ -109,7 +109,7 @@ func (b *Bot) deliver(ctx context.Context, to target, lang core.Lang, d core.Del
 	case 0:
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: errors.New("telegram: nothing to deliver")}
 	case 1:
-		return b.sendImage(ctx, to, d.Images[0], caption(d.Prompt, d.Model, d.Options, d.Balance, lang, asker(to, d)), kb)
+		return b.sendImage(ctx, to, d.Images[0], withNote(caption(d.Prompt, d.Model, d.Options, d.Balance, lang, asker(to, d)), d.Images[0].Note, lang), kb)
 	}
 	return b.sendAlbum(ctx, to, lang, d, kb)
 }

@@ -3,6 +3,9 @@ package telegram_test
 import (
 	"strings"
 	"testing"
+
+	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
 )
 
 // /settings keeps a user's defaults per chat: the model and aspect serve
@@ -56,4 +59,18 @@ func TestSettings(t *testing.T) {
 	e.waitText(t, group.ID, "Model: default (Stable Diffusion)")
 	e.send(e.tg.PrivateText(alice, "/settings reset"))
 	e.waitText(t, alice.ID, "✅ Saved.", "Model: default (Stable Diffusion)", "Language: automatic (English)")
+}
+
+// An images-API model's rewording of the prompt (revised_prompt) is shown
+// under the picture, labelled, in the user's language.
+func TestRevisedPromptShown(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) {
+		c.core.Models = append(c.core.Models, core.Model{Name: "dalle", Label: "DALL·E 3", API: core.APIImages})
+	})
+	e.gw.Push(upstreamtest.JSON(200, upstreamtest.Images(upstreamtest.B64Image(upstreamtest.PNG(8, 8), "A red fox curled up in fresh snow, soft light"))))
+	e.send(e.tg.PrivateText(li, "狐狸 --model dalle"))
+	photo := e.tg.WaitCall(t, "sendPhoto", wait)
+	if c := photo.Field("caption"); !strings.Contains(c, "改写后的描述：A red fox curled up in fresh snow") {
+		t.Fatalf("caption %q lacks the revised prompt", c)
+	}
 }

@@ -68,6 +68,19 @@ func caption(prompt string, model core.Model, opts core.Options, bal core.Balanc
 	return fit(strings.TrimSpace(prompt), maxCaptionLen-utf16Len(meta)-2) + "\n\n" + meta
 }
 
+// withNote adds the model's own rewording of the prompt (an images API's
+// revised_prompt) to a caption, cut so the whole still fits.
+func withNote(capt, note string, lang core.Lang) string {
+	if strings.TrimSpace(note) == "" {
+		return capt
+	}
+	n := fit("📝 "+tr(lang).T("meta.revised", "Text", note), max(maxCaptionLen-utf16Len(capt)-2, 0))
+	if n == "" {
+		return capt
+	}
+	return capt + "\n\n" + n
+}
+
 // asker names who asked for d where others see the result: in groups.
 func asker(to target, d core.Delivery) string {
 	if to.chat < 0 {
