@@ -10,6 +10,7 @@ type GenRequest struct {
 	Model  Model
 	Prompt string // the rendered message text (template applied)
 	User   string // User.Key(); generators send only a pseudonym of it upstream
+	Job    string // the job's key, for logs: every line of a job carries it
 	// Aspect is the job's aspect option ("16:9", "" for none): the images
 	// API sends it as a size (Model.Size).
 	Aspect string

@@ -3,6 +3,7 @@ package core
 import (
 	"container/heap"
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -133,10 +134,19 @@ func (s *scheduler) submit(ctx context.Context, user string, seq uint64, onPos f
 	// A slot may have been kept free for this very arrival.
 	ps := append(pushes{first}, s.dispatch()...)
 	if !w.done {
-		w.stopWatch = context.AfterFunc(ctx, func() { s.giveUp(w, ctx.Err()) })
+		w.stopWatch = context.AfterFunc(ctx, func() { s.giveUp(w, waitEnded(ctx)) })
 	}
 	s.mu.Unlock()
 	ps.send()
+}
+
+// waitEnded is the error of a wait that ctx ended: a deadline names the
+// setting that ran out (limits.job_timeout counts the time in the queue).
+func waitEnded(ctx context.Context) error {
+	if cause := DeadlineCause(ctx); cause != nil {
+		return &Error{Code: CodeTimeout, Err: fmt.Errorf("core: %w while the job waited for an upstream slot", cause)}
+	}
+	return ctx.Err()
 }
 
 // giveUp takes w out of the queue when its context ended first.

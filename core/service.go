@@ -348,7 +348,7 @@ func (s *Service) submit(ctx context.Context, req Request, rep Reporter, done fu
 	log.Info("job reserved", "model", model.Name, "units", job.Units)
 
 	cctx, cancelCause := context.WithCancelCause(ctx)
-	jctx, cancel := context.WithTimeout(cctx, s.cfg.JobTimeout)
+	jctx, cancel := WithSettingTimeout(cctx, s.cfg.JobTimeout, "limits.job_timeout")
 	stopHard := context.AfterFunc(s.hardStop, cancel)
 	s.track(job, cancelCause)
 	s.sched.submit(jctx, userKey, req.Seq, func(pos int) {
@@ -547,7 +547,7 @@ func (s *Service) deliver(ctx context.Context, job Job, model Model, req Request
 	if err != nil {
 		return Balance{}, err
 	}
-	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DeliveryTimeout)
+	dctx, dcancel := WithSettingTimeout(context.WithoutCancel(ctx), s.cfg.DeliveryTimeout, "limits.delivery_timeout")
 	defer dcancel()
 	defer context.AfterFunc(s.hardStop, dcancel)()
 	if !s.delivering(job.Key) {
@@ -564,7 +564,7 @@ func (s *Service) deliver(ctx context.Context, job Job, model Model, req Request
 		if !errors.As(err, &e) {
 			err = &Error{Code: CodeDeliveryFailed, Err: err}
 		}
-		return Balance{}, err
+		return Balance{}, explainDeadline(dctx, err)
 	}
 	return bal, nil
 }
@@ -608,7 +608,7 @@ func (s *Service) generate(ctx context.Context, model Model, prompt string, job 
 			}
 		}
 	}()
-	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User, Aspect: job.Options.Aspect}, func(p GenProgress) {
+	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User, Job: job.Key, Aspect: job.Options.Aspect}, func(p GenProgress) {
 		report(func(last *Progress) {
 			if p.Percent >= 0 {
 				last.Percent = min(p.Percent, 100)

@@ -203,7 +203,7 @@ func (j *job) Deliver(ctx context.Context, d core.Delivery) (err error) {
 		j.b.metrics.Fallback("channel_message")
 	}
 	msg.Content = fit(catalog.For(j.lang).T("discord.late", "Mention", "<@"+j.user+">")+"\n"+msg.Content, maxContent)
-	if err := j.b.channelPost(ctx, j.channel, j.user, msg, j.order); err != nil {
+	if err := j.b.channelPost(ctx, j.key, j.channel, j.user, msg, j.order); err != nil {
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: err}
 	}
 	return nil
@@ -225,15 +225,20 @@ func (j *job) end(ctx context.Context, err error) {
 		return
 	}
 	if j.fresh() {
-		if err := j.b.editText(ctx, j.token, text, j.order); err == nil || !tokenGone(err) {
+		if err := j.b.editJobText(ctx, j.key, j.token, text, j.order); err == nil || !tokenGone(err) {
 			return
 		}
 	}
-	_ = j.b.channelPost(ctx, j.channel, j.user, message{Content: fit("<@"+j.user+"> "+text, maxContent)}, j.order)
+	_ = j.b.channelPost(ctx, j.key, j.channel, j.user, message{Content: fit("<@"+j.user+"> "+text, maxContent)}, j.order)
 }
 
 // editText turns a reply into text, without buttons or embeds.
 func (b *Bot) editText(ctx context.Context, token, text string, order uint64) error {
+	return b.editJobText(ctx, "", token, text, order)
+}
+
+// editJobText is editText for the reply of job, whose key it logs.
+func (b *Bot) editJobText(ctx context.Context, job, token, text string, order uint64) error {
 	content := fit(text, maxContent)
 	err := b.send(ctx, pace.Msg{Chat: chatOf(token), Class: pace.Reply, Order: order}, func(ctx context.Context) error {
 		_, err := b.hooks.edit(ctx, token, &discordgo.WebhookEdit{Content: &content, Embeds: &[]*discordgo.MessageEmbed{},
@@ -241,7 +246,7 @@ func (b *Bot) editText(ctx context.Context, token, text string, order uint64) er
 		return err
 	})
 	if err != nil {
-		b.log.Warn("discord: could not edit the reply", "err", err)
+		b.log.Warn("discord: could not edit the reply", "job", job, "err", err)
 	}
 	return err
 }
@@ -317,9 +322,9 @@ func (b *Bot) fitImages(imgs []core.Image, limit int64) (fitted []core.Image, li
 	return fitted, links, nil
 }
 
-// channelPost sends m as a new message in channel with the bot token,
-// mentioning only user.
-func (b *Bot) channelPost(ctx context.Context, channel, user string, m message, order uint64) error {
+// channelPost sends m, about job, as a new message in channel with the bot
+// token, mentioning only user.
+func (b *Bot) channelPost(ctx context.Context, job, channel, user string, m message, order uint64) error {
 	err := b.send(ctx, pace.Msg{Chat: pace.Chat{ID: channelChat + channel}, Class: pace.Result, Order: order}, func(ctx context.Context) error {
 		_, err := b.session.ChannelMessageSendComplex(channel, &discordgo.MessageSend{Content: m.Content, Embeds: m.Embeds,
 			Components: m.Components, Files: m.files(), AllowedMentions: &discordgo.MessageAllowedMentions{Users: []string{user}}},
@@ -327,7 +332,7 @@ func (b *Bot) channelPost(ctx context.Context, channel, user string, m message, 
 		return err
 	})
 	if err != nil {
-		b.log.Warn("discord: channel message failed", "channel", channel, "err", err)
+		b.log.Warn("discord: channel message failed", "job", job, "channel", channel, "err", err)
 	}
 	return err
 }

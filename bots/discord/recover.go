@@ -27,10 +27,10 @@ func (b *Bot) NotifyInterrupted(ctx context.Context, jobs []core.Job) {
 		text := catalog.For(lang).Error(&core.Error{Code: code}, b.syntax(lang))
 		var err error
 		if time.Since(ref.at) < tokenLife && ref.token != "" {
-			err = b.editText(ctx, ref.token, text, 0)
+			err = b.editJobText(ctx, j.Key, ref.token, text, 0)
 		}
 		if err != nil || time.Since(ref.at) >= tokenLife || ref.token == "" {
-			err = b.channelPost(ctx, ref.channel, ref.user, message{Content: fit("<@"+ref.user+"> "+text, maxContent)}, 0)
+			err = b.channelPost(ctx, j.Key, ref.channel, ref.user, message{Content: fit("<@"+ref.user+"> "+text, maxContent)}, 0)
 		}
 		if err != nil {
 			continue // told next time

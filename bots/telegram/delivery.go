@@ -135,7 +135,7 @@ func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt str
 		if err == nil {
 			return nil
 		}
-		b.log.Warn("telegram: photo upload failed", "chat", to.chat, "bytes", size, "err", b.redact(err))
+		b.log.Warn("telegram: photo upload failed", "job", to.job, "chat", to.chat, "bytes", size, "err", b.redact(err))
 		if retryAfter(err) > 0 {
 			// Still rate limited after the retries: another form would be
 			// refused just the same, and a link hands out the gateway's URL.
@@ -154,7 +154,7 @@ func (b *Bot) sendImage(ctx context.Context, to target, img core.Image, capt str
 			b.metrics.Fallback("document")
 			return nil
 		}
-		b.log.Warn("telegram: document upload failed", "chat", to.chat, "bytes", size, "err", b.redact(err))
+		b.log.Warn("telegram: document upload failed", "job", to.job, "chat", to.chat, "bytes", size, "err", b.redact(err))
 		if retryAfter(err) > 0 {
 			return &core.Error{Code: core.CodeDeliveryFailed, Err: fmt.Errorf("telegram: deliver: %s", b.redact(err))}
 		}
@@ -239,7 +239,7 @@ func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.D
 			delivered = len(imgs)
 		} else {
 			lastErr = err
-			b.log.Warn("telegram: album upload failed; sending one by one", "chat", to.chat, "err", b.redact(err))
+			b.log.Warn("telegram: album upload failed; sending one by one", "job", to.job, "chat", to.chat, "err", b.redact(err))
 		}
 	}
 	if delivered == 0 {
@@ -267,7 +267,7 @@ func (b *Bot) sendAlbum(ctx context.Context, to target, lang core.Lang, d core.D
 	}
 	if _, err := b.sendText(ctx, to, pace.Result, tr(lang).QuotaLine(d.Balance), kb); err != nil {
 		// The images arrived; only the button is missing.
-		b.log.Warn("telegram: reroll message failed", "chat", to.chat, "err", b.redact(err))
+		b.log.Warn("telegram: reroll message failed", "job", to.job, "chat", to.chat, "err", b.redact(err))
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ const statusTimeout = 15 * time.Second
 // goroutine, and its end is reported from core's.
 func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callbackAnswer, after func()) {
 	to.order = req.Seq // results and statuses go out in the order their prompts came
+	to.job = req.Key
 	j := &job{b: b, to: to, key: req.Key, lang: req.Lang, cb: cb}
 	j.status = b.budget.NewStatus(to.chatKey(), to.order, b.cfg.ProgressInterval, j.showStatus)
 	b.inflight.Add(1) // the job's end, counted by Wait; runs inside a counted handler
@@ -76,11 +77,11 @@ func (b *Bot) replace(ctx context.Context, to target, statusID int, text string)
 		if err == nil {
 			return nil
 		}
-		b.log.Warn("telegram: could not turn the status into the message", "chat", to.chat, "err", b.redact(err))
+		b.log.Warn("telegram: could not turn the status into the message", "job", to.job, "chat", to.chat, "err", b.redact(err))
 	}
 	_, err := b.sendText(ctx, to, pace.Reply, text, nil)
 	if err != nil {
-		b.log.Warn("telegram: could not send the message", "chat", to.chat, "err", b.redact(err))
+		b.log.Warn("telegram: could not send the message", "job", to.job, "chat", to.chat, "err", b.redact(err))
 	}
 	return err
 }
@@ -148,7 +149,7 @@ func (j *job) Deliver(ctx context.Context, d core.Delivery) error {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
 		defer cancel()
 		if _, err := j.b.api.DeleteMessage(dctx, &bot.DeleteMessageParams{ChatID: j.to.chat, MessageID: id}); err != nil {
-			j.b.log.Debug("telegram: could not delete the status message", "chat", j.to.chat, "err", j.b.redact(err))
+			j.b.log.Debug("telegram: could not delete the status message", "job", j.key, "chat", j.to.chat, "err", j.b.redact(err))
 		}
 		j.mu.Lock()
 		j.statusID = 0
@@ -189,7 +190,7 @@ func (j *job) showStatus(ctx context.Context, text string) error {
 		if d := retryAfter(err); d > 0 {
 			j.b.budget.Hold(j.to.chatKey(), d)
 		}
-		j.b.log.Debug("telegram: status update skipped", "chat", j.to.chat, "err", j.b.redact(err))
+		j.b.log.Debug("telegram: status update skipped", "job", j.key, "chat", j.to.chat, "err", j.b.redact(err))
 	}
 	return err
 }

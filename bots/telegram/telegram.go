@@ -521,6 +521,7 @@ func (b *Bot) NotifyInterrupted(ctx context.Context, jobs []core.Job) {
 			// A notice under way is finished even when the bot is stopping:
 			// cut mid-request, it might arrive unconfirmed and come twice.
 			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), noticeTimeout)
+			to.job = j.Key
 			err = b.replace(nctx, to, status, tr(j.Lang).Error(&core.Error{Code: code}, syntax))
 			cancel()
 		} else {
@@ -546,6 +547,7 @@ type target struct {
 	thread int
 	msg    int
 	order  uint64
+	job    string // the job it answers, for logs ("" outside a job)
 }
 
 // replyTo is the stored reply target "<chat_id>:<message_id>".

@@ -86,6 +86,9 @@ type LimitsConfig struct {
 	// jobTimeoutDerived: job_timeout was not set and follows
 	// upstream.timeout, whose own check covers it.
 	jobTimeoutDerived bool
+	// DeliveryTimeout bounds sending a finished job's picture, which in a
+	// busy group may wait minutes for the platform's send budget.
+	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
 }
 
 type QuotasConfig struct {

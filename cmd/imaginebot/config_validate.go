@@ -53,6 +53,7 @@ func (c *Config) applyDefaults() {
 	if l.JobTimeout == 0 {
 		l.JobTimeout, l.jobTimeoutDerived = u.Timeout, true
 	}
+	def(&l.DeliveryTimeout, d.DeliveryTimeout)
 	if c.Quotas.Daily == nil {
 		c.Quotas.Daily = ptr(10)
 	}
@@ -183,6 +184,9 @@ func (c *Config) validate() []string {
 	}
 	if !l.jobTimeoutDerived && (l.JobTimeout < 5*time.Second || l.JobTimeout > time.Hour) {
 		p.add("limits.job_timeout", "%s is out of range; use 5s to 1h (default: upstream.timeout)", l.JobTimeout)
+	}
+	if l.DeliveryTimeout < 10*time.Second || l.DeliveryTimeout > time.Hour {
+		p.add("limits.delivery_timeout", "%s is out of range; use 10s to 1h (default 10m)", l.DeliveryTimeout)
 	}
 
 	if *c.Quotas.Daily < 0 {

@@ -275,6 +275,13 @@ func (w *proxyWorld) checkPrivateUntouched(t *testing.T, logs string) {
 // the returned sink.
 func startRun(t *testing.T, cfgPath string, env map[string]string) *chattest.Logs {
 	t.Helper()
+	return startRunReady(t, cfgPath, env, nil)
+}
+
+// startRunReady is startRun that also hands ready, when not nil, the HTTP
+// listener's address once the bot is up.
+func startRunReady(t *testing.T, cfgPath string, env map[string]string, ready func(httpAddr string)) *chattest.Logs {
+	t.Helper()
 	cfg, err := LoadConfig(cfgPath, envMap(env), func(string) {})
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +290,14 @@ func startRun(t *testing.T, cfgPath string, env map[string]string) *chattest.Log
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, cfg, logs.Logger(), func(string) { close(started) }) }()
+	go func() {
+		errc <- run(ctx, cfg, logs.Logger(), func(addr string) {
+			if ready != nil {
+				ready(addr)
+			}
+			close(started)
+		})
+	}()
 	select {
 	case <-started:
 	case err := <-errc:

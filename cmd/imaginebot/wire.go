@@ -34,16 +34,17 @@ func coreConfig(c *Config) (core.Config, error) {
 		r = rate.Limit(*c.Limits.RatePerMinute / 60)
 	}
 	return core.Config{
-		Models:         models,
-		DefaultModel:   c.DefaultModel,
-		MaxPromptRunes: c.Limits.MaxPromptChars,
-		Rate:           r,
-		Burst:          c.Limits.Burst,
-		PerUserJobs:    c.Limits.PerUserJobs,
-		Concurrency:    c.Limits.Concurrency,
-		QueueCap:       max(*c.Limits.QueueCap, 0),
-		JobTimeout:     c.Limits.JobTimeout,
-		Quotas:         core.Quotas{Location: loc, DefaultDaily: *c.Quotas.Daily, ScopeDaily: c.Quotas.Scopes},
+		Models:          models,
+		DefaultModel:    c.DefaultModel,
+		MaxPromptRunes:  c.Limits.MaxPromptChars,
+		Rate:            r,
+		Burst:           c.Limits.Burst,
+		PerUserJobs:     c.Limits.PerUserJobs,
+		Concurrency:     c.Limits.Concurrency,
+		QueueCap:        max(*c.Limits.QueueCap, 0),
+		JobTimeout:      c.Limits.JobTimeout,
+		DeliveryTimeout: c.Limits.DeliveryTimeout,
+		Quotas:          core.Quotas{Location: loc, DefaultDaily: *c.Quotas.Daily, ScopeDaily: c.Quotas.Scopes},
 	}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -51,6 +52,20 @@ func Redact(ref string) string {
 		p = p[:cut] + "…"
 	}
 	return u.Scheme + "://" + u.Host + p
+}
+
+// urlRe finds http(s) URLs in free text, up to a space, a quote or a
+// bracket (markdown wraps them in parentheses).
+var urlRe = regexp.MustCompile(`(?i)https?://[^\s"'<>()\[\]]+`)
+
+// RedactText is s with every http(s) URL in it in its Redact form: for
+// logging the gateway's text, where signed image URLs carry their
+// signatures (X-Amz-Signature=…) in the query.
+func RedactText(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	return urlRe.ReplaceAllStringFunc(s, Redact)
 }
 
 // rejected is the error for an image refused for what it is or where it

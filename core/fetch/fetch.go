@@ -175,9 +175,15 @@ func New(cfg Config, opts ...Option) *Fetcher {
 // CodeTimeout, a network failure CodeUpstreamFailed, and a cancelled ctx
 // comes back as its own error.
 func (f *Fetcher) Fetch(ctx context.Context, ref string) (core.Image, error) {
+	return f.FetchWithLog(ctx, f.log, ref)
+}
+
+// FetchWithLog is Fetch logging with log rather than the Fetcher's logger:
+// a job's, so that these lines carry its id (upstream.LoggingFetcher).
+func (f *Fetcher) FetchWithLog(ctx context.Context, log *slog.Logger, ref string) (core.Image, error) {
 	ref = strings.TrimSpace(ref)
 	if err := ctx.Err(); err != nil {
-		return core.Image{}, f.contextError(ref, err)
+		return core.Image{}, f.contextError(ctx, ref)
 	}
 	var (
 		img core.Image
@@ -190,18 +196,18 @@ func (f *Fetcher) Fetch(ctx context.Context, ref string) (core.Image, error) {
 	}
 	switch {
 	case err == nil:
-		f.log.Debug("fetch: image ok", "ref", Redact(ref), "bytes", len(img.Data), "mime", img.MIME)
+		log.Debug("fetch: image ok", "ref", Redact(ref), "bytes", len(img.Data), "mime", img.MIME)
 	case errors.Is(err, ErrBlockedAddress):
 		// Worth an operator's attention: an upstream pointing at our network.
-		f.log.Warn("fetch: refused image", "err", err)
+		log.Warn("fetch: refused image", "err", err)
 	default:
-		f.log.Debug("fetch: image failed", "err", err)
+		log.Debug("fetch: image failed", "err", err)
 	}
 	return img, err
 }
 
 func (f *Fetcher) download(ctx context.Context, ref string) (core.Image, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, f.timeout, &downloadTimeout{f.timeout})
 	defer cancel()
 
 	// The request keeps ref byte for byte: net/url stores the escaped path
@@ -288,27 +294,41 @@ func (f *Fetcher) requestError(ctx context.Context, ref string, err error) error
 	}
 	err = scrubbed{err}
 	switch {
-	case errors.Is(err, ErrBlockedAddress), errors.Is(err, ErrScheme),
-		errors.Is(err, ErrTooManyRedirects), errors.Is(err, ErrMalformed):
+	case errors.Is(err, ErrBlockedAddress):
+		// The operator's fix, when the gateway really is on their network.
+		return &core.Error{Code: core.CodeImageRejected, Err: fmt.Errorf("fetch: %s: %w; if the gateway serves its images from your own network, list the host in images.allow_private_hosts", where, err)}
+	case errors.Is(err, ErrScheme), errors.Is(err, ErrTooManyRedirects), errors.Is(err, ErrMalformed):
 		return &core.Error{Code: core.CodeImageRejected, Err: fmt.Errorf("fetch: %s: %w", where, err)}
 	case errors.Is(ctx.Err(), context.Canceled):
 		// The caller gave up: hand back its own error, not a failure of ours.
 		return fmt.Errorf("fetch: %s: %w", where, ctx.Err())
-	case errors.Is(err, context.DeadlineExceeded):
-		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("fetch: %s: %w", where, err)}
-	case ctx.Err() != nil, isTimeout(err):
+	case core.DeadlineCause(ctx) != nil:
+		// Which deadline: the download's own, or the job's (upstream.timeout,
+		// limits.job_timeout).
+		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("fetch: %s: %w", where, core.DeadlineCause(ctx))}
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("fetch: %s: %w: %w", where, context.DeadlineExceeded, err)}
 	default:
 		return &core.Error{Code: core.CodeUpstreamFailed, Err: fmt.Errorf("fetch: %s: %w", where, err)}
 	}
 }
 
-func (f *Fetcher) contextError(ref string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("fetch: %s: %w", Redact(ref), err)}
+func (f *Fetcher) contextError(ctx context.Context, ref string) error {
+	if cause := core.DeadlineCause(ctx); cause != nil {
+		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("fetch: %s: %w", Redact(ref), cause)}
 	}
-	return fmt.Errorf("fetch: %s: %w", Redact(ref), err)
+	return fmt.Errorf("fetch: %s: %w", Redact(ref), ctx.Err())
 }
+
+// downloadTimeout is the cause of a download's own deadline, which no
+// setting sets.
+type downloadTimeout struct{ d time.Duration }
+
+func (t *downloadTimeout) Error() string {
+	return fmt.Sprintf("the download took longer than %s, the limit for one image", t.d)
+}
+
+func (t *downloadTimeout) Unwrap() error { return context.DeadlineExceeded }
 
 // resolve makes a Location, which may be relative, absolute against ref.
 func resolve(ref, loc string) string {

@@ -91,6 +91,14 @@ type Fetcher interface {
 	Fetch(ctx context.Context, ref string) (core.Image, error)
 }
 
+// LoggingFetcher is a Fetcher that logs with a logger given per call: the
+// client hands it the job's, so that the fetcher's lines carry the job id
+// like the client's own. fetch.Fetcher is one.
+type LoggingFetcher interface {
+	Fetcher
+	FetchWithLog(ctx context.Context, log *slog.Logger, ref string) (core.Image, error)
+}
+
 // Option customises a Client.
 type Option func(*Client)
 
@@ -259,9 +267,9 @@ func (c *Client) Generate(ctx context.Context, req core.GenRequest, progress fun
 }
 
 func (c *Client) generate(ctx context.Context, req core.GenRequest, progress func(core.GenProgress)) ([]core.Image, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := core.WithSettingTimeout(ctx, c.cfg.Timeout, "upstream.timeout")
 	defer cancel()
-	log := c.log.With("model", req.Model.ID(), "stream", req.Model.Stream)
+	log := c.log.With("job", req.Job, "model", req.Model.ID(), "stream", req.Model.Stream)
 	if req.Model.API == core.APIImages {
 		return c.generateImages(ctx, log.With("api", req.Model.API), req)
 	}
@@ -437,12 +445,18 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, rq call, progres
 		if idled.Load() {
 			return result{}, core.Errorf(core.CodeTimeout, "upstream: no response headers within %s (upstream.stream_idle_timeout)", c.cfg.StreamIdleTimeout), true
 		}
+		c.answered.Store(0) // unreachable now: Ready probes again
 		return result{}, core.Errorf(core.CodeUpstreamFailed, "upstream: %v", err), true
 	}
 	defer resp.Body.Close()
 
 	status := resp.StatusCode
-	if status < 500 {
+	if status == http.StatusUnauthorized || status == http.StatusForbidden || status >= 500 {
+		// The key refused, or the gateway failing (a dead one behind its
+		// proxy answers 502): Ready no longer trusts an older answer, and
+		// probes.
+		c.answered.Store(0)
+	} else {
 		c.answered.Store(time.Now().UnixNano())
 	}
 	asStream := status/100 == 2 && (isMedia(resp.Header, "text/event-stream") || stream && !isMedia(resp.Header, "application/json"))
@@ -618,7 +632,7 @@ func (c *Client) download(ctx context.Context, log *slog.Logger, res result) ([]
 		if len(imgs) == maxImages {
 			break
 		}
-		img, err := c.fetcher.Fetch(ctx, ref)
+		img, err := c.fetch(ctx, log, ref)
 		if err != nil {
 			if ctx.Err() != nil && len(imgs) > 0 {
 				break
@@ -650,10 +664,19 @@ func (c *Client) download(ctx context.Context, log *slog.Logger, res result) ([]
 	return nil, c.clean(&core.Error{Code: core.CodeImageRejected, Err: fmt.Errorf("upstream: fetch image: %w", first)})
 }
 
+// fetch downloads one reference, logging with the job's logger when the
+// fetcher can.
+func (c *Client) fetch(ctx context.Context, log *slog.Logger, ref string) (core.Image, error) {
+	if lf, ok := c.fetcher.(LoggingFetcher); ok {
+		return lf.FetchWithLog(ctx, log, ref)
+	}
+	return c.fetcher.Fetch(ctx, ref)
+}
+
 // progressFunc logs progress and passes it on.
 func (c *Client) progressFunc(log *slog.Logger, progress func(core.GenProgress)) func(core.GenProgress) {
 	return func(p core.GenProgress) {
-		log.Debug("upstream: progress", "percent", p.Percent, "text", core.Truncate(c.redact(p.Text), 200))
+		log.Debug("upstream: progress", "percent", p.Percent, "text", core.Truncate(fetch.RedactText(c.redact(p.Text)), 200))
 		if progress != nil {
 			p.Text = c.redact(p.Text)
 			progress(p)
@@ -669,7 +692,8 @@ func (c *Client) excerpt(body []byte) string {
 		// Drop what might be the start of a key cut by the window.
 		s = s[:len(s)-min(len(s), max(len(c.cfg.APIKey), 64))]
 	}
-	s = strings.Join(strings.Fields(core.StripControl(c.redact(s))), " ")
+	// Signed image URLs keep their signature in the query: cut it.
+	s = strings.Join(strings.Fields(core.StripControl(fetch.RedactText(c.redact(s)))), " ")
 	return core.Truncate(s, 200)
 }
 
@@ -711,7 +735,9 @@ func (c *Client) clean(e *core.Error) *core.Error {
 func ctxError(ctx context.Context) *core.Error {
 	switch err := ctx.Err(); {
 	case errors.Is(err, context.DeadlineExceeded):
-		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("upstream: %w", err)}
+		// The cause names the setting: upstream.timeout, or the caller's
+		// limits.job_timeout when that ran out first.
+		return &core.Error{Code: core.CodeTimeout, Err: fmt.Errorf("upstream: %w", core.DeadlineCause(ctx))}
 	case err != nil:
 		return &core.Error{Code: core.CodeInterrupted, Err: fmt.Errorf("upstream: %w", err)}
 	}

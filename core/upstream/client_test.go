@@ -1082,6 +1082,27 @@ func TestReady(t *testing.T) {
 	if err := e.client.Ready(context.Background()); err != nil || e.gw.ModelsCalls() != 1 {
 		t.Fatalf("after a job: %v, %d probes", err, e.gw.ModelsCalls())
 	}
+	// The gateway went down since: a job it failed makes Ready probe
+	// again rather than trust the older answer.
+	e.gw.SetDown(true)
+	if _, err, _ := e.generate(t, request(false)); err == nil {
+		t.Fatal("a job succeeded at a gateway that is down")
+	}
+	if err := e.client.Ready(context.Background()); err == nil || e.gw.ModelsCalls() != 2 {
+		t.Fatalf("after a failed job: %v, %d probes", err, e.gw.ModelsCalls())
+	}
+	// Up again, then the key is refused: likewise.
+	e.gw.SetDown(false)
+	if err := e.client.Ready(context.Background()); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	e.gw.RequireKey("sk-another-key-0000000000")
+	if _, err, _ := e.generate(t, request(false)); err == nil {
+		t.Fatal("a job succeeded with a refused key")
+	}
+	if err := e.client.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "upstream.api_key") {
+		t.Fatalf("after a job with a refused key: %v", err)
+	}
 
 	down := newEnv(t, upstream.Config{Retries: -1})
 	down.gw.SetDown(true)
