@@ -86,12 +86,16 @@ type Error struct {
 type Reason string
 
 const (
-	ReasonUnknownOption Reason = "unknown_option" // Option is no option core knows
-	ReasonNoValue       Reason = "no_value"       // Option needs a value
-	ReasonMalformed     Reason = "malformed"      // Value does not have Option's form (aspect: W:H)
-	ReasonOutOfRange    Reason = "out_of_range"   // Value is outside Min–Limit
-	ReasonSelf          Reason = "self"           // the actor aimed at their own account, which is refused
-	ReasonEmpty         Reason = "empty"          // the gateway's answer was empty (CodeLostInRelay)
+	ReasonUnknownOption Reason = "unknown_option"  // Option is no option core knows
+	ReasonNoValue       Reason = "no_value"        // Option needs a value
+	ReasonMalformed     Reason = "malformed"       // Value does not have Option's form (aspect: W:H)
+	ReasonOutOfRange    Reason = "out_of_range"    // Value is outside Min–Limit
+	ReasonSelf          Reason = "self"            // the actor aimed at their own account, which is refused
+	ReasonEmpty         Reason = "empty"           // the gateway's answer was empty (CodeLostInRelay)
+	ReasonNoImage       Reason = "no_image"        // a picture was given to a model that takes none (Choices: those that do)
+	ReasonInputTooLarge Reason = "input_too_large" // the picture given is Value in size, over Limit MiB
+	ReasonNotImage      Reason = "not_image"       // what was given to start from is not a picture
+	ReasonBadInput      Reason = "bad_input"       // the picture given could not be fetched from the platform
 )
 
 // Option names, as errors name them; adapters show them in their platform's

@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/imaginebot/imaginebot/core"
@@ -102,5 +103,27 @@ func TestPrefsAspectTheModelCannotMake(t *testing.T) {
 	rq.Options.Aspect = "4:3"
 	if _, err := e.svc.Imagine(ctx, rq, &fakeReporter{}); core.ErrorCode(err) != core.CodeInvalidOption {
 		t.Fatalf("asked for 4:3: %v", err)
+	}
+}
+
+// A picture given to a model that takes none is refused before anything is
+// charged, naming the models that do.
+func TestPictureToAModelThatTakesNone(t *testing.T) {
+	e := newEnv(t, func(c *core.Config) {
+		c.Models = append(c.Models, core.Model{Name: "editor", AcceptsImage: true})
+	})
+	rq := req("1", alice, "make it blue")
+	rq.Input = &core.Image{Data: []byte("\x89PNG\r\n\x1a\nx"), MIME: "image/png"}
+	_, err := e.svc.Imagine(context.Background(), rq, &fakeReporter{})
+	var ce *core.Error
+	if !errors.As(err, &ce) || ce.Code != core.CodeInvalidOption || ce.Reason != core.ReasonNoImage || len(ce.Choices) != 1 || ce.Choices[0] != "editor" {
+		t.Fatalf("err %#v", err)
+	}
+	if e.gen.Calls() != 0 || e.remaining(t, alice) != 5 {
+		t.Fatal("the refused job ran or was charged")
+	}
+	rq.Key, rq.Model = "2", "editor"
+	if _, err := e.svc.Imagine(context.Background(), rq, &fakeReporter{}); err != nil {
+		t.Fatalf("to a model that takes it: %v", err)
 	}
 }

@@ -84,6 +84,10 @@ type Request struct {
 	// AsIs keeps Model and Options as given, without the user's settings:
 	// a reroll makes the original job again.
 	AsIs bool
+	// Input is a picture the user gave to start from, downloaded and
+	// checked (size, type) by the adapter; nil without. It is not stored:
+	// a reroll of the job makes it from the prompt alone.
+	Input *Image
 }
 
 // Receipt is what a successful Imagine returns.
@@ -474,6 +478,16 @@ func (s *Service) validate(req *Request) (Model, string, error) {
 	if err := m.CheckOptions(req.Options); err != nil {
 		return Model{}, "", err
 	}
+	if req.Input != nil && !m.AcceptsImage {
+		var takers []string
+		for _, t := range s.Models() {
+			if t.AcceptsImage {
+				takers = append(takers, t.Name)
+			}
+		}
+		return Model{}, "", &Error{Code: CodeInvalidOption, Reason: ReasonNoImage, Option: OptionModel, Value: m.Name, Choices: takers,
+			Err: fmt.Errorf("core: model %s takes no picture (models[].accepts_image)", m.Name)}
+	}
 	prompt, err := m.Render(req.Prompt, req.Options)
 	if err != nil {
 		return Model{}, "", &Error{Code: CodeInternal, Err: err}
@@ -519,7 +533,7 @@ func (s *Service) run(ctx context.Context, release func(), err error, job Job, m
 	var images []Image
 	var bal Balance
 	if err == nil {
-		images, err = s.generate(ctx, model, prompt, job, rep)
+		images, err = s.generate(ctx, model, prompt, job, req.Input, rep)
 		release()
 	}
 	if err == nil {
@@ -571,7 +585,7 @@ func (s *Service) deliver(ctx context.Context, job Job, model Model, req Request
 
 // generate calls the generator, forwarding its progress and an elapsed-time
 // tick so users see the job is alive during long generations.
-func (s *Service) generate(ctx context.Context, model Model, prompt string, job Job, rep Reporter) ([]Image, error) {
+func (s *Service) generate(ctx context.Context, model Model, prompt string, job Job, input *Image, rep Reporter) ([]Image, error) {
 	start := s.now()
 	var mu sync.Mutex // serialises rep.Progress between the ticker and the generator
 	last := Progress{Stage: StageGenerating, Percent: -1}
@@ -608,7 +622,7 @@ func (s *Service) generate(ctx context.Context, model Model, prompt string, job 
 			}
 		}
 	}()
-	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User, Job: job.Key, Aspect: job.Options.Aspect}, func(p GenProgress) {
+	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User, Job: job.Key, Aspect: job.Options.Aspect, Input: input}, func(p GenProgress) {
 		report(func(last *Progress) {
 			if p.Percent >= 0 {
 				last.Percent = min(p.Percent, 100)

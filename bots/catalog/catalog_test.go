@@ -172,6 +172,8 @@ func TestErrorTexts(t *testing.T) {
 		{"queue default wait", core.TraditionalChinese, &core.Error{Code: core.CodeQueueFull}, []string{"60 秒"}, nil},
 		{"forbidden names Discord's moderators", core.English, &core.Error{Code: core.CodeForbidden}, []string{"manage this server"}, nil},
 		{"prompt too long", core.English, &core.Error{Code: core.CodePromptTooLong, Limit: 500}, []string{"under 500 characters"}, nil},
+		{"no picture here", core.English, &core.Error{Code: core.CodeInvalidOption, Reason: core.ReasonNoImage, Value: "sd"}, []string{"no model here does"}, []string{": ."}},
+		{"picture elsewhere", core.SimplifiedChinese, &core.Error{Code: core.CodeInvalidOption, Reason: core.ReasonNoImage, Value: "sd", Choices: []string{"dalle"}}, []string{"不接受图片", "dalle"}, nil},
 		{"bare error", core.English, os.ErrNotExist, []string{"Something went wrong"}, []string{"not exist"}},
 	}
 	for _, c := range cases {
@@ -233,7 +235,7 @@ func TestMatch(t *testing.T) {
 // In Chinese nothing is left in English: the only Latin words are what users
 // type (commands, option names, placeholders' names) and proper names.
 func TestChineseHasNoEnglish(t *testing.T) {
-	typed := regexp.MustCompile(`{{[^}]*}}|/[a-z-]+|--[a-z]+|@[a-z]+|\b(set daily|scope daily|default|daily|show|grant|revoke|reset|ban|unban|history|help|prompt|model|aspect|negative|ID|N|Discord|Telegram|K|UTC|English|set|auto|en|zh|hans|hant|language|settings|reset|aspect|imaginebot imagine)\b`)
+	typed := regexp.MustCompile(`{{[^}]*}}|/[a-z-]+|--[a-z]+|@[a-z]+|\b(set daily|scope daily|default|daily|show|grant|revoke|reset|ban|unban|history|help|prompt|model|aspect|negative|ID|N|Discord|Telegram|K|UTC|MiB|PNG|JPEG|WebP|GIF|English|set|auto|en|zh|hans|hant|language|settings|reset|aspect|imaginebot imagine)\b`)
 	word := regexp.MustCompile(`[A-Za-z]{2,}`)
 	for lang, ms := range messages(t) {
 		if !strings.HasPrefix(lang, "zh") {

@@ -29,6 +29,7 @@ const (
 	optModel    = "model"
 	optAspect   = "aspect"
 	optNegative = "negative"
+	optImage    = "image"
 	optUser     = "user"
 	optAmount   = "amount"
 	optDaily    = "daily"
@@ -107,6 +108,9 @@ func (b *Bot) commands(ms []core.Model, maxPrompt int) []*discordgo.ApplicationC
 		imagine = append(imagine, model)
 	}
 	imagine = append(imagine, aspect, negative)
+	if slices.ContainsFunc(ms, func(m core.Model) bool { return m.AcceptsImage }) {
+		imagine = append(imagine, option(discordgo.ApplicationCommandOptionAttachment, optImage, "discord.desc.image", false))
+	}
 
 	user := func() *discordgo.ApplicationCommandOption {
 		return option(discordgo.ApplicationCommandOptionUser, optUser, "discord.desc.user", true)

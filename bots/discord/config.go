@@ -2,6 +2,8 @@ package discord
 
 import (
 	"time"
+
+	"github.com/imaginebot/imaginebot/bots/chat"
 )
 
 // Modes of connection.
@@ -49,6 +51,8 @@ type Config struct {
 	MaxUploadBytes int64
 	// RequestsPerSecond paces every call the bot makes with its token.
 	RequestsPerSecond float64
+	// MaxInputBytes caps a picture users attach to start from (0: 8 MiB).
+	MaxInputBytes int64
 	// PrivateHosts are image hosts on the operator's own network
 	// (images.allow_private_hosts): their links are never handed to users.
 	PrivateHosts []string
@@ -73,6 +77,9 @@ func (c *Config) defaults() {
 	}
 	if c.Connections <= 0 {
 		c.Connections = 32
+	}
+	if c.MaxInputBytes <= 0 {
+		c.MaxInputBytes = chat.DefaultMaxInputBytes
 	}
 	if c.HTTPTimeout <= 0 {
 		c.HTTPTimeout = 2 * time.Minute

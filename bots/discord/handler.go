@@ -260,6 +260,20 @@ func (b *Bot) imagine(ctx context.Context, i *discordgo.Interaction, p person, d
 		Prompt: str(o[optPrompt]), Model: str(o[optModel]),
 		Options: core.Options{Aspect: str(o[optAspect]), Negative: str(o[optNegative])},
 	}
+	if a := attachment(data, o[optImage]); a != nil {
+		// Fetched and checked before anything is reserved; Discord's 3
+		// seconds allow a picture of a few MiB from its CDN.
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		in, err := b.download(dctx, a)
+		cancel()
+		if err != nil {
+			b.svc.Abandon(seq)
+			b.log.Info("discord: input picture refused", "code", core.ErrorCode(err), "err", err)
+			_ = ack(ctx, ephemeral(catalog.For(p.lang).Error(err, b.syntax(p.lang))))
+			return
+		}
+		req.Input = in
+	}
 	b.runJob(ctx, i, p, req, ack, nil)
 }
 

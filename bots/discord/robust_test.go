@@ -15,6 +15,7 @@ import (
 	"github.com/bwmarrin/discordgo"
 
 	"github.com/imaginebot/imaginebot/bots/discord/discordtest"
+	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/netproxy/netproxytest"
 	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
 )
@@ -298,5 +299,47 @@ func TestGatewayShards(t *testing.T) {
 	e.edits(t, token, 1, withFiles)
 	if e.dc.DispatchShard(1, "INTERACTION_CREATE", body) {
 		t.Fatal("shard 1 is not this process's, yet it is connected")
+	}
+}
+
+// An image attachment on /imagine starts from that picture; a model that
+// takes none, a file that is not a picture and one over the limit are
+// refused, only to the asker, before anything is charged.
+func TestPictureInput(t *testing.T) {
+	e := newEnv(t, ModeInteractions, func(c *envConfig) {
+		c.core.Models = append(c.core.Models, core.Model{Name: "editor", Label: "Editor", API: core.APIImages, AcceptsImage: true})
+		c.discord.MaxInputBytes = 64 << 10
+	})
+	photo := upstreamtest.PNG(32, 32)
+	cat := e.dc.AddAttachment("cat.png", photo)
+	words := e.dc.AddAttachment("words.png", []byte("not a picture at all, just words"))
+	imagine := func(model string, url string, size int) (string, *discordgo.InteractionResponse) {
+		cmd := discordtest.WithAttachment(discordtest.Command(cmdImagine, discordtest.String(optPrompt, "make it blue"), discordtest.String(optModel, model)), optImage, url, size, "image/png")
+		body := discordtest.Interaction(discordgo.InteractionApplicationCommand, inGuild(alice, "en-US"), cmd)
+		_, token := discordtest.Fields(body)
+		return token, e.send(t, body)
+	}
+	e.gw.Push(upstreamtest.JSON(200, upstreamtest.Images(upstreamtest.B64Image(upstreamtest.PNG(8, 8), ""))))
+	token, _ := imagine("editor", cat, len(photo))
+	e.edits(t, token, 1, withFiles)
+	if edit := e.gw.Requests()[0]; !strings.HasSuffix(edit.Path, "/v1/images/edits") || edit.Part("image") == nil {
+		t.Fatalf("images request %s without the picture", edit.Path)
+	}
+	used := e.balance(t, scope, alice).Used
+	for _, c := range []struct {
+		model, url string
+		size       int
+		want       string
+	}{
+		{"stable-diffusion", cat, len(photo), "does not take a picture"},
+		{"editor", words, 32, "I can only start from a picture"},
+		{"editor", cat, 1 << 20, "That picture is too large"},
+	} {
+		if _, r := imagine(c.model, c.url, c.size); r.Data == nil || r.Data.Flags&discordgo.MessageFlagsEphemeral == 0 || !strings.Contains(r.Data.Content, c.want) {
+			t.Errorf("%s: %+v", c.want, r.Data)
+		}
+	}
+	if got := e.balance(t, scope, alice).Used; got != used || len(e.gw.Requests()) != 1 {
+		t.Fatalf("refused pictures were charged (%d→%d) or sent", used, got)
 	}
 }

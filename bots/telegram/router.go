@@ -109,15 +109,19 @@ func (b *Bot) routeMessage(updateID int64, m *models.Message) func(ctx context.C
 	if r := realReply(m); r != nil {
 		b.remember(r.From)
 	}
-	if m.Text == "" {
+	text := m.Text
+	if text == "" && len(m.Photo) > 0 {
+		text = m.Caption // a photo with /imagine … as its caption
+	}
+	if text == "" {
 		return nil
 	}
-	cmd, mention, args, isCmd := splitCommand(m.Text)
+	cmd, mention, args, isCmd := splitCommand(text)
 	if !isCmd {
 		if !private {
 			return nil
 		}
-		return b.arrival(func(ctx context.Context, seq uint64) { b.imagine(ctx, updateID, seq, m, m.Text) })
+		return b.arrival(func(ctx context.Context, seq uint64) { b.imagine(ctx, updateID, seq, m, text) })
 	}
 	if mention != "" && !strings.EqualFold(mention, b.Username()) {
 		return nil // addressed to another bot
@@ -225,9 +229,20 @@ func (b *Bot) imagine(ctx context.Context, updateID int64, seq uint64, m *models
 		b.replyText(ctx, m, usageImagine(lang, private))
 		return
 	}
+	var input *core.Image
+	if p := inputPhoto(m); p != nil {
+		// Checked here, before anything is reserved: a refusal costs nothing.
+		if input, err = b.download(ctx, p); err != nil {
+			b.svc.Abandon(seq)
+			b.log.Info("telegram: input picture refused", "code", core.ErrorCode(err), "err", err)
+			b.replyText(ctx, m, tr(lang).Error(err, syntax))
+			return
+		}
+	}
 	to := replyTarget(m)
 	req := core.Request{
 		Key:     keyUpdatePrefix + strconv.FormatInt(updateID, 10),
+		Input:   input,
 		Seq:     seq,
 		User:    coreUser(m.From),
 		Scope:   ScopeOf(m.Chat),

@@ -67,6 +67,8 @@ type Config struct {
 	MaxDocumentBytes int64         // bigger images go as links
 	WebhookURL       string        // "" = long polling
 	WebhookSecret    string        // required in webhook mode: 1–256 of A–Z a–z 0–9 _ -
+	// MaxInputBytes caps a photo users give to start from (0: 8 MiB).
+	MaxInputBytes int64
 	// PrivateHosts are the image hosts on the operator's own network (the
 	// fetcher's allowed private hosts: names, IPs, CIDRs). A link to one
 	// of them, or to any private address, is never sent to users.
@@ -154,6 +156,9 @@ func (c *Config) defaults() {
 	}
 	if c.Connections <= 0 {
 		c.Connections = DefaultConnections
+	}
+	if c.MaxInputBytes <= 0 {
+		c.MaxInputBytes = chat.DefaultMaxInputBytes
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -306,7 +307,15 @@ func (c *Client) generate(ctx context.Context, req core.GenRequest, progress fun
 
 type chatMessage struct {
 	Role    string `json:"role"`
-	Content string `json:"content"`
+	Content any    `json:"content"` // text, or []requestPart with a picture
+}
+
+// requestPart is one part of a multimodal message (OpenAI's vision format,
+// which one-api and new-api relay).
+type requestPart struct {
+	Type     string    `json:"type"` // text or image_url
+	Text     string    `json:"text,omitempty"`
+	ImageURL *imageURL `json:"image_url,omitempty"`
 }
 
 type chatRequest struct {
@@ -334,7 +343,15 @@ func (c *Client) requestBody(req core.GenRequest) ([]byte, error) {
 	if req.Model.SystemPrompt != "" {
 		r.Messages = append(r.Messages, chatMessage{Role: "system", Content: req.Model.SystemPrompt})
 	}
-	r.Messages = append(r.Messages, chatMessage{Role: "user", Content: req.Prompt})
+	if in := req.Input; in != nil {
+		// The picture goes inline as a data URI: the gateway cannot fetch
+		// the platform's file URLs (they carry the bot's token).
+		uri := "data:" + in.MIME + ";base64," + base64.StdEncoding.EncodeToString(in.Data)
+		r.Messages = append(r.Messages, chatMessage{Role: "user", Content: []requestPart{
+			{Type: "text", Text: req.Prompt}, {Type: "image_url", ImageURL: &imageURL{URL: uri}}}})
+	} else {
+		r.Messages = append(r.Messages, chatMessage{Role: "user", Content: req.Prompt})
+	}
 	if req.User != "" {
 		r.User = Pseudonym(c.cfg.UserIDSecret, req.User)
 	}

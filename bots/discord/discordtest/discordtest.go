@@ -71,20 +71,21 @@ type Server struct {
 
 	srv *httptest.Server
 
-	mu        sync.Mutex
-	changed   chan struct{}
-	calls     []Call
-	failures  map[string][]Failure // by route
-	latency   map[string]time.Duration
-	inflight  map[string]int
-	peak      map[string]int
-	commands  map[string][]json.RawMessage // "" global, else guild id
-	expired   map[string]bool              // interaction tokens that no longer work
-	nextID    atomic.Int64
-	global    *rate.Limiter // bot-token calls, when enforced
-	tooMany   int
-	gatewayWS string
-	gw        *gateway
+	mu          sync.Mutex
+	changed     chan struct{}
+	calls       []Call
+	failures    map[string][]Failure // by route
+	latency     map[string]time.Duration
+	inflight    map[string]int
+	peak        map[string]int
+	commands    map[string][]json.RawMessage // "" global, else guild id
+	expired     map[string]bool              // interaction tokens that no longer work
+	nextID      atomic.Int64
+	global      *rate.Limiter // bot-token calls, when enforced
+	tooMany     int
+	gatewayWS   string
+	gw          *gateway
+	attachments map[string][]byte // AddAttachment
 	// GET /gateway/bot's advice
 	shards, maxConcurrency int
 	onCall                 func(Call)
@@ -92,6 +93,18 @@ type Server struct {
 
 // Option configures a Server.
 type Option func(*Server)
+
+// AddAttachment serves data as an uploaded attachment (Discord's CDN) and
+// returns its URL.
+func (s *Server) AddAttachment(name string, data []byte) string {
+	s.locked(func() {
+		if s.attachments == nil {
+			s.attachments = map[string][]byte{}
+		}
+		s.attachments[name] = data
+	})
+	return s.URL + "/attachments/" + name
+}
 
 // WithShards makes GET /gateway/bot recommend n shards, max_concurrency at
 // a time.
@@ -279,6 +292,17 @@ func (s *Server) Commands(guild string) []json.RawMessage {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if name, ok := strings.CutPrefix(r.URL.Path, "/attachments/"); ok {
+		s.mu.Lock()
+		data, ok := s.attachments[name]
+		s.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(data)
+		return
+	}
 	if strings.TrimSuffix(r.URL.Path, "/") == "/gateway" && websocket.IsWebSocketUpgrade(r) {
 		s.gw.serve(w, r)
 		return

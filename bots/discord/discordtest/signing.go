@@ -188,3 +188,14 @@ func Fields(body []byte) (id, token string) {
 	_ = json.Unmarshal(body, &m)
 	return m.ID, m.Token
 }
+
+// WithAttachment adds an attachment option named option to a command's
+// data, resolved as Discord sends it.
+func WithAttachment(cmd map[string]any, option, url string, size int, contentType string) map[string]any {
+	id := NewID()
+	opts, _ := cmd["options"].([]map[string]any)
+	cmd["options"] = append(opts, map[string]any{"name": option, "type": discordgo.ApplicationCommandOptionAttachment, "value": id})
+	cmd["resolved"] = map[string]any{"attachments": map[string]any{id: map[string]any{
+		"id": id, "url": url, "proxy_url": url, "filename": "input.png", "size": size, "content_type": contentType}}}
+	return cmd
+}

@@ -161,8 +161,9 @@ type Server struct {
 	// Token is the bot token the server accepts.
 	Token string
 
-	srv  *httptest.Server
-	done chan struct{}
+	srv   *httptest.Server
+	files map[string][]byte // AddFile
+	done  chan struct{}
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every change
@@ -516,6 +517,38 @@ func (s *Server) GroupText(chat models.Chat, from models.User, text string) mode
 	return MessageUpdate(s.Message(chat, from, text))
 }
 
+// AddFile makes data downloadable as fileID (getFile, then /file/bot…).
+func (s *Server) AddFile(fileID string, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.files == nil {
+		s.files = map[string][]byte{}
+	}
+	s.files[fileID] = data
+}
+
+func (s *Server) serveFile(w http.ResponseWriter, path string) {
+	id := strings.TrimSuffix(strings.TrimPrefix(path, "photos/"), ".jpg")
+	s.mu.Lock()
+	data, ok := s.files[id]
+	s.mu.Unlock()
+	if !ok {
+		http.NotFound(w, nil)
+		return
+	}
+	_, _ = w.Write(data)
+}
+
+// Photo is an update with a photo (registered with AddFile as fileID) and
+// caption from from in chat.
+func (s *Server) Photo(chat models.Chat, from models.User, fileID string, size int, caption string) models.Update {
+	m := s.Message(chat, from, "")
+	m.Caption = caption
+	m.Photo = []models.PhotoSize{{FileID: fileID + "-small", FileUniqueID: "s-" + fileID, Width: 90, Height: 90, FileSize: 1000},
+		{FileID: fileID, FileUniqueID: "u-" + fileID, Width: 1024, Height: 1024, FileSize: size}}
+	return MessageUpdate(m)
+}
+
 // Reply is an update with a message from from in chat replying to to.
 func (s *Server) Reply(chat models.Chat, from models.User, to *models.Message, text string) models.Update {
 	m := s.Message(chat, from, text)
@@ -556,6 +589,10 @@ type apiReply struct {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/file/bot"+s.Token+"/"); ok {
+		s.serveFile(w, rest)
+		return
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/bot")
 	token, method, ok2 := strings.Cut(rest, "/")
 	if !ok || !ok2 || method == "" {
@@ -710,6 +747,14 @@ func (s *Server) answer(c Call) (any, *Failure) {
 		m.Text = c.Fields["text"]
 		m.EditDate = int(time.Now().Unix())
 		return m, nil
+	case "getFile":
+		s.mu.Lock()
+		data, ok := s.files[c.Fields["file_id"]]
+		s.mu.Unlock()
+		if !ok {
+			return nil, &Failure{Status: http.StatusBadRequest, Description: "Bad Request: invalid file_id"}
+		}
+		return models.File{FileID: c.Fields["file_id"], FileUniqueID: "u-" + c.Fields["file_id"], FileSize: int64(len(data)), FilePath: "photos/" + c.Fields["file_id"] + ".jpg"}, nil
 	case "sendPhoto":
 		m := s.botMessage(c)
 		m.Caption = c.Fields["caption"]

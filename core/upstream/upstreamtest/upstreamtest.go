@@ -48,6 +48,45 @@ type Reply func(w http.ResponseWriter, r *Request)
 type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// Images are the image_url parts of a multimodal message (data URIs or
+	// URLs); Content is then its text parts, joined.
+	Images []string `json:"-"`
+}
+
+// UnmarshalJSON reads content as a string or as an array of parts.
+func (m *Message) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	m.Role = raw.Role
+	if json.Unmarshal(raw.Content, &m.Content) == nil {
+		return nil
+	}
+	var parts []struct {
+		Type     string `json:"type"`
+		Text     string `json:"text"`
+		ImageURL struct {
+			URL string `json:"url"`
+		} `json:"image_url"`
+	}
+	if err := json.Unmarshal(raw.Content, &parts); err != nil {
+		return err
+	}
+	var texts []string
+	for _, p := range parts {
+		switch p.Type {
+		case "text":
+			texts = append(texts, p.Text)
+		case "image_url":
+			m.Images = append(m.Images, p.ImageURL.URL)
+		}
+	}
+	m.Content = strings.Join(texts, "\n")
+	return nil
 }
 
 // Request is a recorded chat request: its headers, raw body and the decoded
