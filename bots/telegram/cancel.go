@@ -15,16 +15,12 @@ import (
 func (b *Bot) cancel(ctx context.Context, cq *models.CallbackQuery) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	chat, _ := pressedOn(cq)
-	lang := b.langOf(ctx, ScopeOf(chat), &cq.From)
-	cb := &callbackAnswer{b: b, id: cq.ID}
-	defer cb.answer(ctx, "", false) // whatever happened, stop the spinner
-
-	key, ok := b.buttonKey(cancelButton, cq.Data)
+	pr, ok := b.press(ctx, cq, cancelButton)
+	defer pr.cb.answer(ctx, "", false) // whatever happened, stop the spinner
 	if !ok {
-		cb.answer(ctx, tr(lang).T("button.expired"), true)
 		return
 	}
+	chat, lang, cb, key := pr.chat, pr.lang, pr.cb, pr.key
 	job, err := b.svc.Job(ctx, key)
 	if err == nil && (ScopeOf(chat) == "" || cq.From.IsBot || !b.sameChat(job, chat.ID)) {
 		// Core checks the presser's role in the chat the button is in, so

@@ -14,17 +14,13 @@ import (
 // options again, charged to whoever pressed it, in that chat's scope, as a
 // reply to the result. The query is always answered.
 func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) {
-	where, to := pressedOn(cq)
-	scope := ScopeOf(where)
-	lang := b.langOf(ctx, scope, &cq.From)
-	cb := &callbackAnswer{b: b, id: cq.ID}
-	defer cb.answer(ctx, "", false) // whatever happened, stop the spinner
-
-	key, ok := b.buttonKey(rerollButton, cq.Data)
+	pr, ok := b.press(ctx, cq, rerollButton)
+	defer pr.cb.answer(ctx, "", false) // whatever happened, stop the spinner
 	if !ok {
-		cb.answer(ctx, tr(lang).T("button.expired"), true)
 		return
 	}
+	where, to, lang, cb, key := pr.chat, pr.to, pr.lang, pr.cb, pr.key
+	scope := ScopeOf(where)
 	if scope == "" || cq.From.IsBot {
 		cb.answer(ctx, tr(lang).T("button.no_reroll_here"), true)
 		return
@@ -61,6 +57,29 @@ func (b *Bot) reroll(ctx context.Context, cq *models.CallbackQuery, seq uint64) 
 		return
 	}
 	b.runJob(ctx, req, to, cb, func() { b.busy.Done(busy) })
+}
+
+// press is a button press, read: where, in whose language, for which job.
+type press struct {
+	chat models.Chat
+	to   target
+	lang core.Lang
+	cb   *callbackAnswer
+	key  string
+}
+
+// press reads a press of a button of kind; false (answered already) when
+// its data is not, or no longer, one of ours.
+func (b *Bot) press(ctx context.Context, cq *models.CallbackQuery, kind buttonKind) (press, bool) {
+	chat, to := pressedOn(cq)
+	p := press{chat: chat, to: to, lang: b.langOf(ctx, ScopeOf(chat), &cq.From), cb: &callbackAnswer{b: b, id: cq.ID}}
+	key, ok := b.buttonKey(kind, cq.Data)
+	if !ok {
+		p.cb.answer(ctx, tr(p.lang).T("button.expired"), true)
+		return p, false
+	}
+	p.key = key
+	return p, true
 }
 
 // pressedOn is the chat and message whose button cq pressed; the zero chat

@@ -293,14 +293,13 @@ func (s *Server) Commands(guild string) []json.RawMessage {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if name, ok := strings.CutPrefix(r.URL.Path, "/attachments/"); ok {
-		s.mu.Lock()
-		data, ok := s.attachments[name]
-		s.mu.Unlock()
-		if !ok {
+		var data []byte
+		s.locked(func() { data, ok = s.attachments[name] })
+		if ok {
+			_, _ = w.Write(data)
+		} else {
 			http.NotFound(w, r)
-			return
 		}
-		_, _ = w.Write(data)
 		return
 	}
 	if strings.TrimSuffix(r.URL.Path, "/") == "/gateway" && websocket.IsWebSocketUpgrade(r) {
