@@ -24,6 +24,9 @@ const statusTimeout = 15 * time.Second
 func (b *Bot) runJob(ctx context.Context, req core.Request, to target, cb *callbackAnswer, after func()) {
 	to.order = req.Seq // results and statuses go out in the order their prompts came
 	to.job = req.Key
+	if cb != nil {
+		cb.job = req.Key
+	}
 	j := &job{b: b, to: to, key: req.Key, lang: req.Lang, cb: cb}
 	j.status = b.budget.NewStatus(to.chatKey(), to.order, b.cfg.ProgressInterval, j.showStatus)
 	b.inflight.Add(1) // the job's end, counted by Wait; runs inside a counted handler
@@ -200,6 +203,7 @@ func (j *job) showStatus(ctx context.Context, text string) error {
 type callbackAnswer struct {
 	b    *Bot
 	id   string
+	job  string // the job the press started, for logs
 	once sync.Once
 }
 
@@ -215,7 +219,7 @@ func (c *callbackAnswer) answer(ctx context.Context, text string, alert bool) {
 			return err
 		})
 		if err != nil {
-			c.b.log.Warn("telegram: answerCallbackQuery failed", "err", c.b.redact(err))
+			c.b.log.Warn("telegram: answerCallbackQuery failed", "job", c.job, "err", c.b.redact(err))
 		}
 	})
 }

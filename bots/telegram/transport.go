@@ -136,7 +136,7 @@ func (b *Bot) send(ctx context.Context, to target, class pace.Class, n int, call
 		if dl, ok := ctx.Deadline(); attempt >= sendRetries || (ok && time.Until(dl) < wait) {
 			return err
 		}
-		b.log.Warn("telegram: rate limited by Telegram, retrying", "chat", to.chat, "retry_after", wait, "attempt", attempt+1)
+		b.log.Warn("telegram: rate limited by Telegram, retrying", "job", to.job, "chat", to.chat, "retry_after", wait, "attempt", attempt+1)
 	}
 }
 
