@@ -16,6 +16,29 @@ type GenRequest struct {
 	Aspect string
 	// Input is a picture the user gave, to edit or start from; nil without.
 	Input *Image
+	// Action, for a midjourney model, presses a button of an earlier
+	// result (Image.Task, one of Image.Buttons) instead of making a new
+	// picture from Prompt: an upscale, a variation, a reroll. Prompt and
+	// Input are not sent then. nil for a new picture.
+	Action *TaskAction
+}
+
+// TaskAction is a button pressed on a Midjourney result.
+type TaskAction struct {
+	TaskID   string // Image.Task of the result the button belongs to
+	CustomID string // TaskButton.CustomID of the button
+}
+
+// TaskButton is a button of a Midjourney result, as the proxy names it:
+// U1–U4 (upscale one of the grid's four), V1–V4 (vary one), 🔄 (reroll),
+// and on an upscale its own (Vary (Strong), Zoom Out 2x, ⬅️ …). Label and
+// Emoji are cleaned for display (either may be empty, not both); CustomID
+// is the proxy's, verbatim, and can be longer than a platform's custom id
+// allows: keep it server-side.
+type TaskButton struct {
+	CustomID string
+	Label    string
+	Emoji    string
 }
 
 // GenProgress is what a generator learns while it waits.
@@ -32,6 +55,12 @@ type Image struct {
 	// Note is text to show under the picture: the prompt as the model
 	// rewrote it (DALL·E's revised_prompt), cleaned; "" for none.
 	Note string
+	// Task is the Midjourney task that made the picture, and Buttons what
+	// can be done with it next (GenRequest.Action); both empty for the
+	// other APIs. A grid (imagine, variation, reroll) arrives as one Image
+	// of four pictures; an upscale as the single picture.
+	Task    string
+	Buttons []TaskButton
 }
 
 // Ext is the file extension for the image's type.

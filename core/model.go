@@ -36,8 +36,14 @@ type Model struct {
 	ResponseFormat string // "url" or "b64_json"; "" takes DefaultResponseFormat(ID())
 
 	// AcceptsImage: the model takes a picture as input (an edit, for the
-	// images API); without it a job with a picture is refused.
+	// images API; a reference image, for Midjourney); without it a job with
+	// a picture is refused.
 	AcceptsImage bool
+
+	// ActionCost is the quota units a Midjourney action (U1–U4, V1–V4, 🔄,
+	// upscale, zoom, pan) costs on a result of this model; 0 takes Cost.
+	// See ActionUnits.
+	ActionCost int
 }
 
 // API is the gateway interface a model is served through.
@@ -49,7 +55,22 @@ const (
 	// APIImages is POST /v1/images/generations, and /v1/images/edits when the
 	// job carries a picture: DALL·E, gpt-image, Flux.
 	APIImages API = "images"
+	// APIMidjourney is the midjourney-proxy task API that one-api and
+	// new-api relay: POST /mj/submit/imagine (or /mj/submit/action for a
+	// button of an earlier result), then GET /mj/task/{id}/fetch until the
+	// task ends. Its images carry the task id and the buttons (Image.Task,
+	// Image.Buttons) that GenRequest.Action presses.
+	APIMidjourney API = "midjourney"
 )
+
+// ActionUnits is what a Midjourney action on the model's result costs:
+// ActionCost, or Cost when it is unset.
+func (m Model) ActionUnits() int {
+	if m.ActionCost > 0 {
+		return m.ActionCost
+	}
+	return m.Cost
+}
 
 // ID is the model id sent upstream.
 func (m Model) ID() string {
@@ -78,10 +99,18 @@ Negative prompt: {{.}}{{end}}`
 const DefaultImagesPromptTemplate = `{{.Prompt}}{{with .Negative}}
 Negative prompt: {{.}}{{end}}`
 
+// DefaultMidjourneyPromptTemplate is used for midjourney models without a
+// prompt_template: Midjourney reads the options as parameters of the
+// prompt itself.
+const DefaultMidjourneyPromptTemplate = `{{.Prompt}}{{with .Aspect}} --ar {{.}}{{end}}{{with .Negative}} --no {{.}}{{end}}`
+
 // DefaultTemplate is the prompt template of a model of api without one.
 func DefaultTemplate(api API) string {
-	if api == APIImages {
+	switch api {
+	case APIImages:
 		return DefaultImagesPromptTemplate
+	case APIMidjourney:
+		return DefaultMidjourneyPromptTemplate
 	}
 	return DefaultPromptTemplate
 }

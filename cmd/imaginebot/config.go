@@ -65,14 +65,16 @@ type ModelConfig struct {
 	SystemPrompt   string `yaml:"system_prompt"`
 	PromptTemplate string `yaml:"prompt_template"`
 	Stream         *bool  `yaml:"stream"`
-	// API is how the gateway serves the model: chat (default) or images;
-	// see config_models.go for the images API's keys below.
+	// API is how the gateway serves the model: chat (default), images or
+	// midjourney; see config_models.go for the keys below that belong to one.
 	API            string            `yaml:"api"`
 	Sizes          map[string]string `yaml:"sizes"`
 	Quality        string            `yaml:"quality"`
 	Style          string            `yaml:"style"`
 	ResponseFormat string            `yaml:"response_format"`
 	AcceptsImage   bool              `yaml:"accepts_image"`
+	// ActionCost is what a button on a midjourney result costs (nil: cost).
+	ActionCost *int `yaml:"action_cost"`
 }
 
 type LimitsConfig struct {

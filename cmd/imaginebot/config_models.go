@@ -12,7 +12,7 @@ import (
 const (
 	apiChat       = string(core.APIChat)
 	apiImages     = string(core.APIImages)
-	apiMidjourney = "midjourney" // accepted later; refused for now
+	apiMidjourney = string(core.APIMidjourney)
 )
 
 var (
@@ -26,23 +26,41 @@ var (
 
 // validateAPI checks models[i].api and the keys that belong to it.
 func (m ModelConfig) validateAPI(p *problems, key string) {
+	only := func(api, name string, set bool) {
+		if set {
+			p.add(key+"."+name, "is only for api: %s; remove it, or set %s.api: %s", api, key, api)
+		}
+	}
+	imagesKeys := func() {
+		only(apiImages, "sizes", m.Sizes != nil)
+		only(apiImages, "quality", m.Quality != "")
+		only(apiImages, "style", m.Style != "")
+		only(apiImages, "response_format", m.ResponseFormat != "")
+	}
 	switch m.API {
 	case apiChat:
-		only := func(name string, set bool) {
-			if set {
-				p.add(key+"."+name, "is only for api: images; remove it, or set %s.api: images", key)
-			}
-		}
-		only("sizes", m.Sizes != nil)
-		only("quality", m.Quality != "")
-		only("style", m.Style != "")
-		only("response_format", m.ResponseFormat != "")
+		imagesKeys()
+		only(apiMidjourney, "action_cost", m.ActionCost != nil)
 	case apiImages:
 		m.validateImages(p, key)
+		only(apiMidjourney, "action_cost", m.ActionCost != nil)
 	case apiMidjourney:
-		p.add(key+".api", "midjourney is not supported yet; use chat or images for now")
+		imagesKeys()
+		m.validateMidjourney(p, key)
 	default:
-		p.add(key+".api", "%q is not a model API; use chat (the default: POST /v1/chat/completions) or images (POST /v1/images/generations: DALL·E, gpt-image, Flux)", m.API)
+		p.add(key+".api", "%q is not a model API; use chat (the default: POST /v1/chat/completions), images (POST /v1/images/generations: DALL·E, gpt-image, Flux) or midjourney (the /mj task API)", m.API)
+	}
+}
+
+func (m ModelConfig) validateMidjourney(p *problems, key string) {
+	if m.Stream != nil && *m.Stream {
+		p.add(key+".stream", "the midjourney API does not stream (progress comes from polling the task); remove it")
+	}
+	if m.SystemPrompt != "" {
+		p.add(key+".system_prompt", "is sent only to chat models; remove it, or put its text in prompt_template")
+	}
+	if c := m.ActionCost; c != nil && (*c < 1 || *c > 1000) {
+		p.add(key+".action_cost", "%d is out of range; use 1 to 1000 quota units per button pressed (default: the model's cost)", *c)
 	}
 }
 
@@ -110,9 +128,16 @@ func (m ModelConfig) coreModel(upstreamStream bool) (core.Model, error) {
 	if m.Stream != nil {
 		cm.Stream = *m.Stream
 	}
-	if api == core.APIImages {
+	switch api {
+	case core.APIImages:
 		cm.Stream = false // upstream.stream is for chat models
 		cm.Sizes, cm.Quality, cm.Style, cm.ResponseFormat = m.Sizes, m.Quality, m.Style, m.ResponseFormat
+	case core.APIMidjourney:
+		cm.Stream = false
+		cm.ActionCost = m.Cost
+		if m.ActionCost != nil {
+			cm.ActionCost = *m.ActionCost
+		}
 	}
 	return cm, nil
 }

@@ -28,15 +28,46 @@ func TestModelAPIConfig(t *testing.T) {
   - name: chat-vision
     api: chat
     accepts_image: true
-`},
-		{name: "midjourney is not supported yet", models: `
   - name: mj
     api: midjourney
-`, want: []string{"models[0].api: midjourney is not supported yet; use chat or images"}},
+    cost: 2
+    action_cost: 1
+    accepts_image: true
+    prompt_template: "{{.Prompt}} --v 6.1{{with .Aspect}} --ar {{.}}{{end}}"
+`},
+		{name: "bad midjourney keys", models: `
+  - name: mj
+    api: midjourney
+    stream: true
+    system_prompt: "You draw."
+    sizes: {"1:1": 1024x1024}
+    quality: hd
+    action_cost: 0
+  - name: mj-dear
+    api: midjourney
+    action_cost: 1001
+`, want: []string{
+			"models[0].sizes: is only for api: images; remove it, or set models[0].api: images",
+			"models[0].quality: is only for api: images",
+			"models[0].stream: the midjourney API does not stream",
+			"models[0].system_prompt: is sent only to chat models",
+			"models[0].action_cost: 0 is out of range; use 1 to 1000 quota units per button pressed (default: the model's cost)",
+			"models[1].action_cost: 1001 is out of range",
+		}},
+		{name: "action_cost on other kinds", models: `
+  - name: sd
+    action_cost: 1
+  - name: dalle
+    api: images
+    action_cost: 1
+`, want: []string{
+			"models[0].action_cost: is only for api: midjourney; remove it, or set models[0].api: midjourney",
+			"models[1].action_cost: is only for api: midjourney",
+		}},
 		{name: "an unknown api", models: `
   - name: x
     api: image
-`, want: []string{`models[0].api: "image" is not a model API; use chat (the default`}},
+`, want: []string{`models[0].api: "image" is not a model API; use chat (the default: POST /v1/chat/completions), images (POST /v1/images/generations: DALL·E, gpt-image, Flux) or midjourney (the /mj task API)`}},
 		{name: "images keys on a chat model", models: `
   - name: sd
     sizes: {"1:1": 1024x1024}
@@ -124,6 +155,14 @@ models:
     api: images
     upstream_model: flux-1.1-pro
     prompt_template: "{{.Prompt}}, {{.Aspect}}"
+  - name: mj
+    api: midjourney
+    cost: 3
+    accepts_image: true
+  - name: mj-cheap-buttons
+    api: midjourney
+    cost: 3
+    action_cost: 1
 `, 0o600)
 	cfg, err := LoadConfig(path, envMap(nil), func(string) {})
 	if err != nil {
@@ -149,5 +188,15 @@ models:
 	}
 	if s, err := flux.Size("16:9"); err != nil || s != "1344x768" || flux.Sizes != nil {
 		t.Errorf("flux 16:9 = %q, %v with sizes %v; want the Flux default", s, err, flux.Sizes)
+	}
+	mj, cheap := cc.Models[3], cc.Models[4]
+	if mj.API != core.APIMidjourney || mj.Stream || !mj.AcceptsImage || mj.Cost != 3 || mj.ActionUnits() != 3 {
+		t.Errorf("midjourney model = %+v, want no streaming and actions at the model's cost", mj)
+	}
+	if cheap.ActionUnits() != 1 || cheap.Cost != 3 {
+		t.Errorf("action_cost 1 gave actions at %d units", cheap.ActionUnits())
+	}
+	if got, _ := mj.Render("a cat", core.Options{Aspect: "16:9", Negative: "dogs"}); got != "a cat --ar 16:9 --no dogs" {
+		t.Errorf("midjourney model's default template rendered %q, want the options as parameters", got)
 	}
 }

@@ -2,8 +2,10 @@
 // one-api, new-api and their resellers) that serve image models through
 // POST /v1/chat/completions, or through the images API
 // (/v1/images/generations and /edits, see images.go) for models of
-// core.APIImages. It implements core.Generator: it sends the prompt, reads
-// the answer (JSON or a Server-Sent Events stream), finds the image
+// core.APIImages, or through the midjourney-proxy task API (/mj/…, see
+// midjourney.go) for models of core.APIMidjourney. It implements
+// core.Generator: it sends the prompt, reads the answer (JSON or a
+// Server-Sent Events stream, or a task polled to its end), finds the image
 // references in it and downloads them with a Fetcher.
 //
 // Failures are *core.Error with an upstream Code, decided by HTTP status and
@@ -77,6 +79,11 @@ type Config struct {
 	// calls in flight at once (default 16). Go's default of 2 per host would
 	// open a new connection, and a TLS handshake, for most jobs under load.
 	MaxConns int
+	// TaskPollInterval is the first wait before a Midjourney task is
+	// fetched (default 1s); each wait after it is half as long again, up to
+	// TaskPollMax (default 5s). Timeout bounds the whole wait.
+	TaskPollInterval time.Duration
+	TaskPollMax      time.Duration
 
 	// Optional sampling fields, sent only when set (N only when > 1).
 	Temperature *float64
@@ -184,6 +191,13 @@ func New(cfg Config, f Fetcher, opts ...Option) *Client {
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = defaultMaxResponse
 	}
+	if cfg.TaskPollInterval <= 0 {
+		cfg.TaskPollInterval = defaultTaskPoll
+	}
+	if cfg.TaskPollMax <= 0 {
+		cfg.TaskPollMax = defaultTaskPollMax
+	}
+	cfg.TaskPollMax = max(cfg.TaskPollMax, cfg.TaskPollInterval)
 	c := &Client{
 		cfg:      cfg,
 		endpoint: Endpoint(cfg.BaseURL),
@@ -271,7 +285,12 @@ func (c *Client) generate(ctx context.Context, req core.GenRequest, progress fun
 	ctx, cancel := core.WithSettingTimeout(ctx, c.cfg.Timeout, "upstream.timeout")
 	defer cancel()
 	log := c.log.With("job", req.Job, "model", req.Model.ID(), "stream", req.Model.Stream)
-	if req.Model.API == core.APIImages {
+	switch {
+	case req.Model.API == core.APIMidjourney:
+		return c.generateMidjourney(ctx, c.log.With("job", req.Job, "model", req.Model.ID(), "api", req.Model.API), req, progress)
+	case req.Action != nil:
+		return nil, core.Errorf(core.CodeInternal, "upstream: model %s (api %s) has no buttons to press: actions are for midjourney models", req.Model.Name, cmp.Or(req.Model.API, core.APIChat))
+	case req.Model.API == core.APIImages:
 		return c.generateImages(ctx, log.With("api", req.Model.API), req)
 	}
 	body, err := c.requestBody(req)
@@ -367,16 +386,21 @@ func Pseudonym(secret, userKey string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// call is one request to the gateway. The chat and images APIs differ in
-// where it goes, what it carries and how a 2xx answer reads; retries,
-// deadlines and the error taxonomy are the same for both (complete, attempt).
+// call is one request to the gateway. The chat, images and Midjourney APIs
+// differ in where it goes, what it carries and how a 2xx answer reads;
+// retries, deadlines and the error taxonomy are the same for all (complete,
+// attempt).
 type call struct {
+	method      string // "" is POST
 	url         string
-	contentType string
+	contentType string // "" sends none (a GET)
 	body        []byte // sent anew, whole, by every attempt
 	stream      bool
 	// parse reads a non-streamed 2xx body.
 	parse func(status int, raw []byte) (result, *core.Error, bool)
+	// failure, when set, judges a non-2xx answer instead of c.failure (and
+	// may hand it on to it).
+	failure func(g *gatewayError) (result, *core.Error, bool)
 }
 
 // chatCall is a chat-completions request.
@@ -433,12 +457,18 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, rq call, progres
 	stream := rq.stream
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, rq.url, bytes.NewReader(rq.body))
+	var body io.Reader = http.NoBody
+	if rq.body != nil {
+		body = bytes.NewReader(rq.body)
+	}
+	hreq, err := http.NewRequestWithContext(actx, cmp.Or(rq.method, http.MethodPost), rq.url, body)
 	if err != nil {
 		return result{}, core.Errorf(core.CodeUpstreamAuth, "upstream: bad base URL: %v", err), false
 	}
 	hreq.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)
-	hreq.Header.Set("Content-Type", rq.contentType)
+	if rq.contentType != "" {
+		hreq.Header.Set("Content-Type", rq.contentType)
+	}
 	hreq.Header.Set("User-Agent", "imaginebot")
 	if stream {
 		hreq.Header.Set("Accept", "text/event-stream")
@@ -505,7 +535,11 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, rq call, progres
 			return result{}, e, retry
 		}
 		api, malformed := parseErrorBody(raw)
-		return c.failure(&gatewayError{status: status, api: api, malformed: malformed, body: raw, header: resp.Header})
+		g := &gatewayError{status: status, api: api, malformed: malformed, body: raw, header: resp.Header}
+		if rq.failure != nil {
+			return rq.failure(g)
+		}
+		return c.failure(g)
 	case asStream:
 		res, err := consumeStream(rd, int(min(c.cfg.MaxResponseBytes, int64(^uint(0)>>1))), c.progressFunc(log, progress))
 		var ge *gatewayError

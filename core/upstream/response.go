@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,6 +175,9 @@ func parseErrorBody(body []byte) (e apiError, malformed bool) {
 		Error   json.RawMessage `json:"error"`
 		Message string          `json:"message"` // a few proxies answer {"message": "..."}
 		Code    json.RawMessage `json:"code"`
+		// midjourney-proxy, and new-api's /mj routes, answer
+		// {"description": "...", "code": 4}.
+		Description string `json:"description"`
 	}
 	if err := json.Unmarshal(body, &env); err != nil {
 		return e, true
@@ -181,8 +185,8 @@ func parseErrorBody(body []byte) (e apiError, malformed bool) {
 	if ae, ok := decodeAPIError(env.Error); ok {
 		return ae, ae.Message == ""
 	}
-	if env.Message != "" {
-		return apiError{Message: env.Message, Code: codeString(env.Code)}, false
+	if msg := cmp.Or(env.Message, strings.TrimSpace(env.Description)); msg != "" {
+		return apiError{Message: msg, Code: codeString(env.Code)}, false
 	}
 	return e, true
 }
@@ -208,6 +212,7 @@ func classify(status int, e apiError, malformed bool) core.Code {
 	switch {
 	case e.Code == "insufficient_user_quota" || e.Code == "insufficient_quota",
 		status == http.StatusPaymentRequired,
+		strings.Contains(msg, "quota_not_enough"), // new-api's /mj routes (HTTP 400)
 		(status == http.StatusForbidden || status == http.StatusUnauthorized) && tokenQuotaRe.MatchString(msg):
 		// one-api answers 401 "该令牌额度已用尽" when the bot's own token ran
 		// dry: a balance to top up, not a key to fix.
@@ -331,6 +336,9 @@ type result struct {
 	// notes are, per ref, the text to show under its image (the images
 	// API's revised_prompt); nil for chat answers.
 	notes []string
+	// task is a Midjourney submit answer (the new task's id) or a fetched
+	// task; nil for the other APIs.
+	task *mjTask
 }
 
 // finish joins the choices in index order and picks the image references.

@@ -1,8 +1,9 @@
 // Package upstreamtest is a fake OpenAI-compatible image gateway for tests:
-// an httptest server that answers POST /v1/chat/completions and the images
-// API (POST /v1/images/generations and /v1/images/edits, see images.go) with
-// scripted replies, records what it was sent, and serves the images its
-// replies point at (GET /img/<name>).
+// an httptest server that answers POST /v1/chat/completions, the images
+// API (POST /v1/images/generations and /v1/images/edits, see images.go) and
+// the midjourney-proxy task API (/mj/…, see midjourney.go) with scripted
+// replies, records what it was sent, and serves the images its replies
+// point at (GET /img/<name>).
 //
 //	gw := upstreamtest.New(t)
 //	gw.Push(upstreamtest.Status(429, upstreamtest.ErrorBody("", "当前分组上游负载已饱和"), nil))
@@ -117,6 +118,11 @@ type Request struct {
 	// fields and the "image" file).
 	Parts []Part `json:"-"`
 
+	// The midjourney-proxy's fields (/mj/submit/imagine and /action).
+	Base64Array []string `json:"base64Array"`
+	CustomID    string   `json:"customId"`
+	TaskID      string   `json:"taskId"`
+
 	Fields map[string]json.RawMessage `json:"-"`
 
 	// HTTP is the live request, valid only while a Reply runs (for its
@@ -144,6 +150,8 @@ type Gateway struct {
 	imageHits   []string
 	down        bool
 	modelsCalls int
+
+	mj mjState // the midjourney-proxy's tasks and scripts
 }
 
 type file struct {
@@ -163,6 +171,9 @@ func New(t testing.TB) *Gateway {
 	mux.HandleFunc(ChatPath, g.chat)
 	mux.HandleFunc(ImagesGenerationsPath, g.images)
 	mux.HandleFunc(ImagesEditsPath, g.images)
+	mux.HandleFunc(MJImaginePath, g.mjSubmit)
+	mux.HandleFunc(MJActionPath, g.mjSubmit)
+	mux.HandleFunc("GET "+MJFetchPattern, g.mjFetch)
 	mux.HandleFunc("GET "+ModelsPath, g.models)
 	mux.HandleFunc("/img/", g.image)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -276,22 +287,12 @@ func (g *Gateway) chat(w http.ResponseWriter, r *http.Request) { g.serve(w, r, g
 
 // serve records a request and answers it with the next reply, or def.
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, def Reply) {
-	body, err := readAll(r)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	req, ok := readRequest(w, r, g.done)
+	if !ok {
 		return
 	}
-	req := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body, HTTP: r, Done: g.done}
-	// A body that is not JSON is recorded as is; tests assert on Body then.
-	_ = json.Unmarshal(body, &req)
-	_ = json.Unmarshal(body, &req.Fields)
-	req.parseForm() // likewise a broken form: its parts stay nil
-
 	g.mu.Lock()
-	rec := req
-	rec.HTTP = nil
-	g.requests = append(g.requests, rec)
-	if g.key != "" && r.Header.Get("Authorization") != "Bearer "+g.key {
+	if !g.recordLocked(req) {
 		g.mu.Unlock()
 		writeJSON(w, http.StatusUnauthorized, []byte(ErrorBody("", "无效的令牌")))
 		return // the scripted replies wait for a request with the right key
@@ -310,6 +311,31 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, def Reply) {
 		reply = def
 	}
 	reply(w, &req)
+}
+
+// readRequest reads and decodes a request; it answers 400, and returns
+// false, when the body cannot be read.
+func readRequest(w http.ResponseWriter, r *http.Request, done <-chan struct{}) (Request, bool) {
+	body, err := readAll(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return Request{}, false
+	}
+	req := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body, HTTP: r, Done: done}
+	// A body that is not JSON is recorded as is; tests assert on Body then.
+	_ = json.Unmarshal(body, &req)
+	_ = json.Unmarshal(body, &req.Fields)
+	req.parseForm() // likewise a broken form: its parts stay nil
+	return req, true
+}
+
+// recordLocked records req, and reports whether it carries the key the
+// gateway requires (if any). g.mu is held.
+func (g *Gateway) recordLocked(req Request) bool {
+	rec := req
+	rec.HTTP = nil
+	g.requests = append(g.requests, rec)
+	return g.key == "" || req.Header.Get("Authorization") == "Bearer "+g.key
 }
 
 func (g *Gateway) defaultReply(w http.ResponseWriter, r *Request) {
