@@ -31,8 +31,13 @@ type Job struct {
 	Delivering  bool   // the result was being sent: after a crash the picture may have arrived
 	NoticeOwed  bool   // refunded by crash recovery; the user is still to be told
 	Lang        Lang
-	Created     time.Time
-	Finished    time.Time
+	// Task and Buttons are a Midjourney result's task and its buttons
+	// (U1–U4, V1–V4, 🔄, …): kept here so a button press, which carries
+	// only the job key and an index, can act on the task.
+	Task     string
+	Buttons  []TaskButton
+	Created  time.Time
+	Finished time.Time
 }
 
 // AuditEntry records one moderator action. The log is append-only.

@@ -91,6 +91,20 @@ func (l *Ledger) Commit(ctx context.Context, key string, now time.Time) error {
 	return wrapStore("commit", err)
 }
 
+// NoteTask records the Midjourney task that made a job's picture and its
+// buttons, before the picture is shown: a press may come at once.
+func (l *Ledger) NoteTask(ctx context.Context, key, task string, buttons []TaskButton) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		j, ok, err := tx.Job(key)
+		if err != nil || !ok {
+			return err
+		}
+		j.Task, j.Buttons = task, buttons
+		return tx.PutJob(j)
+	})
+	return wrapStore("note task", err)
+}
+
 // Refund returns a pending job's units and records why it failed. Refunding
 // twice is a no-op; a committed job cannot be refunded.
 func (l *Ledger) Refund(ctx context.Context, key string, reason Code, now time.Time) error {

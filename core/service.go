@@ -84,6 +84,10 @@ type Request struct {
 	// AsIs keeps Model and Options as given, without the user's settings:
 	// a reroll makes the original job again.
 	AsIs bool
+	// Action is a Midjourney button pressed on an earlier result: the job
+	// runs it on that task (at the model's action cost) instead of a new
+	// prompt. nil for a prompt.
+	Action *TaskAction
 	// Input is a picture the user gave to start from, downloaded and
 	// checked (size, type) by the adapter; nil without. It is not stored:
 	// a reroll of the job makes it from the prompt alone.
@@ -337,7 +341,7 @@ func (s *Service) submit(ctx context.Context, req Request, rep Reporter, done fu
 		Model:   model.Name,
 		Prompt:  req.Prompt,
 		Options: req.Options,
-		Units:   model.Cost,
+		Units:   units(model, req),
 		ReplyTo: req.ReplyTo,
 		Lang:    req.Lang,
 	}, now)
@@ -526,6 +530,14 @@ func (s *Service) leave(user string) {
 	s.jobs.Done()
 }
 
+// units is what a job costs: a Midjourney action its model's action cost.
+func units(m Model, req Request) int {
+	if req.Action != nil {
+		return max(m.ActionUnits(), 1)
+	}
+	return m.Cost
+}
+
 // run generates and delivers a reserved job once the scheduler admitted it
 // (release, or the error that ended its wait), then commits it or refunds
 // it.
@@ -533,8 +545,14 @@ func (s *Service) run(ctx context.Context, release func(), err error, job Job, m
 	var images []Image
 	var bal Balance
 	if err == nil {
-		images, err = s.generate(ctx, model, prompt, job, req.Input, rep)
+		images, err = s.generate(ctx, model, prompt, job, req, rep)
 		release()
+	}
+	if err == nil && len(images) > 0 && images[0].Task != "" {
+		// Its buttons act on the task: keep it before anyone can press one.
+		if nerr := s.ledger.NoteTask(context.WithoutCancel(ctx), job.Key, images[0].Task, images[0].Buttons); nerr != nil {
+			log.Warn("storing the task failed: its buttons will find nothing", "err", nerr)
+		}
 	}
 	if err == nil {
 		bal, err = s.deliver(ctx, job, model, req, rep, images)
@@ -585,7 +603,7 @@ func (s *Service) deliver(ctx context.Context, job Job, model Model, req Request
 
 // generate calls the generator, forwarding its progress and an elapsed-time
 // tick so users see the job is alive during long generations.
-func (s *Service) generate(ctx context.Context, model Model, prompt string, job Job, input *Image, rep Reporter) ([]Image, error) {
+func (s *Service) generate(ctx context.Context, model Model, prompt string, job Job, req Request, rep Reporter) ([]Image, error) {
 	start := s.now()
 	var mu sync.Mutex // serialises rep.Progress between the ticker and the generator
 	last := Progress{Stage: StageGenerating, Percent: -1}
@@ -622,7 +640,7 @@ func (s *Service) generate(ctx context.Context, model Model, prompt string, job 
 			}
 		}
 	}()
-	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User, Job: job.Key, Aspect: job.Options.Aspect, Input: input}, func(p GenProgress) {
+	images, err := s.gen.Generate(ctx, GenRequest{Model: model, Prompt: prompt, User: job.Account.User, Job: job.Key, Aspect: job.Options.Aspect, Input: req.Input, Action: req.Action}, func(p GenProgress) {
 		report(func(last *Progress) {
 			if p.Percent >= 0 {
 				last.Percent = min(p.Percent, 100)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ type ackFunc func(ctx context.Context, r *discordgo.InteractionResponse) error
 const (
 	rerollPrefix = "rr:"
 	cancelPrefix = "cx:"
+	taskPrefix   = "mj" // + button index + ":" + job key
 )
 
 // ackTimeout bounds the acknowledgement: Discord drops it after 3 s.
@@ -184,6 +186,8 @@ func (b *Bot) handle(ctx context.Context, i *discordgo.Interaction, upload int64
 			b.reroll(ctx, i, p, strings.TrimPrefix(id, rerollPrefix), once)
 		case strings.HasPrefix(id, cancelPrefix):
 			b.cancel(ctx, p, strings.TrimPrefix(id, cancelPrefix), once)
+		case strings.HasPrefix(id, taskPrefix):
+			b.taskAction(ctx, i, p, strings.TrimPrefix(id, taskPrefix), once)
 		default:
 			_ = once(ctx, ephemeral(catalog.For(p.lang).T("button.expired")))
 		}
@@ -305,6 +309,25 @@ func (b *Bot) reroll(ctx context.Context, i *discordgo.Interaction, p person, ke
 		return
 	}
 	b.runJob(ctx, i, p, req, ack, func() { b.busy.Done(busy) })
+}
+
+// taskAction handles a Midjourney button under a result (U2, V1, 🔄, …):
+// that action on the result's task, for whoever pressed it and charged to
+// them, as a new reply.
+func (b *Bot) taskAction(ctx context.Context, i *discordgo.Interaction, p person, rest string, ack ackFunc) {
+	seq := b.svc.Arrival()
+	idx, key, _ := strings.Cut(rest, ":")
+	n, err := strconv.Atoi(idx)
+	job, jerr := b.svc.Job(ctx, key)
+	base := core.Request{Key: "discord:interaction:" + i.ID, Seq: seq, User: p.core(), Scope: p.scope(), Lang: p.lang}
+	req, ok := chat.ActionRequest(job, n, base)
+	if err != nil || jerr != nil || !ok || job.Account.Scope != p.scope() {
+		// Unknown, gone, or crafted for another server's job.
+		b.svc.Abandon(seq)
+		_ = ack(ctx, ephemeral(catalog.For(p.lang).T("button.image_gone")))
+		return
+	}
+	b.runJob(ctx, i, p, req, ack, nil)
 }
 
 // cancel handles ✖ under a job in progress: its requester or a moderator

@@ -12,6 +12,7 @@ import (
 	"github.com/bwmarrin/discordgo"
 
 	"github.com/imaginebot/imaginebot/bots/catalog"
+	"github.com/imaginebot/imaginebot/bots/chat"
 	"github.com/imaginebot/imaginebot/bots/imagefit"
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
@@ -290,10 +291,31 @@ func (b *Bot) result(d core.Delivery, imgs []core.Image, lang core.Lang) message
 	if len(m.Embeds) == 0 { // the pictures went as links
 		m.Embeds = []*discordgo.MessageEmbed{{Description: fit(d.Prompt, maxDescription), Footer: &discordgo.MessageEmbedFooter{Text: footer}}}
 	}
-	m.Components = []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
+	m.Components = append(taskRows(d.Job.Key, imgs), discordgo.ActionsRow{Components: []discordgo.MessageComponent{
 		discordgo.Button{Label: p.T("button.reroll"), Style: discordgo.PrimaryButton, CustomID: rerollPrefix + d.Job.Key},
-	}}}
+	}})
 	return m
+}
+
+// taskRows are a Midjourney result's own buttons (U1–U4, V1–V4, …), each
+// custom id the job key and the button's index: the task and the proxy's
+// id for it stay with the job in the ledger.
+func taskRows(key string, imgs []core.Image) []discordgo.MessageComponent {
+	if len(imgs) == 0 {
+		return nil
+	}
+	var rows []discordgo.MessageComponent
+	var row []discordgo.MessageComponent
+	for i, tb := range imgs[0].Buttons[:min(len(imgs[0].Buttons), chat.TaskButtonsMax)] {
+		row = append(row, discordgo.Button{Label: chat.ButtonLabel(tb), Style: discordgo.SecondaryButton, CustomID: fmt.Sprintf("%s%d:%s", taskPrefix, i, key)})
+		if len(row) == chat.TaskButtonsPerRow {
+			rows, row = append(rows, discordgo.ActionsRow{Components: row}), nil
+		}
+	}
+	if row != nil {
+		rows = append(rows, discordgo.ActionsRow{Components: row})
+	}
+	return rows
 }
 
 // fitImages makes every picture fit the upload limit (all of them together

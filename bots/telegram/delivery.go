@@ -13,6 +13,7 @@ import (
 	"github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
 
+	"github.com/imaginebot/imaginebot/bots/chat"
 	"github.com/imaginebot/imaginebot/bots/pace"
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/fetch"
@@ -26,6 +27,7 @@ type buttonKind struct{ plain, hashed string }
 var (
 	rerollButton = buttonKind{plain: "rr:", hashed: "rh:"}
 	cancelButton = buttonKind{plain: "cx:", hashed: "ch:"}
+	taskButton   = buttonKind{plain: "mj:", hashed: "mh:"} // a Midjourney button: <index>#<job key>
 )
 
 // of reports whether data belongs to a button of this kind.
@@ -74,6 +76,23 @@ func (b *Bot) jobKeyboard(k buttonKind, key, text string) *keyboard {
 	return &keyboard{InlineKeyboard: [][]callbackButton{{{Text: text, CallbackData: b.buttonData(k, key)}}}}
 }
 
+// taskRows are a Midjourney result's own buttons (U1–U4, V1–V4, …); each
+// carries the button's index and the job key, which keeps the task.
+func (b *Bot) taskRows(key string, buttons []core.TaskButton) [][]callbackButton {
+	var rows [][]callbackButton
+	var row []callbackButton
+	for i, tb := range buttons[:min(len(buttons), chat.TaskButtonsMax)] {
+		row = append(row, callbackButton{Text: chat.ButtonLabel(tb), CallbackData: b.buttonData(taskButton, strconv.Itoa(i)+"#"+key)})
+		if len(row) == chat.TaskButtonsPerRow {
+			rows, row = append(rows, row), nil
+		}
+	}
+	if row != nil {
+		rows = append(rows, row)
+	}
+	return rows
+}
+
 func replyParams(to target) *models.ReplyParameters {
 	if to.msg == 0 {
 		return nil
@@ -105,6 +124,9 @@ func (b *Bot) sendText(ctx context.Context, to target, class pace.Class, text st
 // when the user got them (or a link to them).
 func (b *Bot) deliver(ctx context.Context, to target, lang core.Lang, d core.Delivery) error {
 	kb := b.jobKeyboard(rerollButton, d.Job.Key, tr(lang).T("button.reroll"))
+	if len(d.Images) > 0 {
+		kb.InlineKeyboard = append(b.taskRows(d.Job.Key, d.Images[0].Buttons), kb.InlineKeyboard...)
+	}
 	switch len(d.Images) {
 	case 0:
 		return &core.Error{Code: core.CodeDeliveryFailed, Err: errors.New("telegram: nothing to deliver")}

@@ -2,6 +2,7 @@ package telegram
 
 import (
 	"context"
+	"strconv"
 	"strings"
 
 	"github.com/go-telegram/bot/models"
@@ -103,4 +104,27 @@ func (b *Bot) sameChat(job core.Job, chat int64) bool {
 	}
 	t, ok := parseReplyTo(job.ReplyTo)
 	return ok && t.chat == chat
+}
+
+// taskAction handles a press on a Midjourney button under a result (U2,
+// V1, 🔄, …): that action on the result's task, for whoever pressed it and
+// charged to them, as a reply to the result.
+func (b *Bot) taskAction(ctx context.Context, cq *models.CallbackQuery, seq uint64) {
+	pr, ok := b.press(ctx, cq, taskButton)
+	defer pr.cb.answer(ctx, "", false) // whatever happened, stop the spinner
+	if !ok {
+		b.svc.Abandon(seq)
+		return
+	}
+	idx, key, _ := strings.Cut(pr.key, "#")
+	n, err := strconv.Atoi(idx)
+	job, jerr := b.svc.Job(ctx, key)
+	base := core.Request{Key: keyCallbackPrefix + cq.ID, Seq: seq, User: coreUser(&cq.From), Scope: ScopeOf(pr.chat), Lang: pr.lang, ReplyTo: pr.to.replyTo()}
+	req, ok := chat.ActionRequest(job, n, base)
+	if err != nil || jerr != nil || !ok || base.Scope == "" || cq.From.IsBot || !b.sameChat(job, pr.chat.ID) {
+		b.svc.Abandon(seq)
+		pr.cb.answer(ctx, tr(pr.lang).T("button.image_gone"), true)
+		return
+	}
+	b.runJob(ctx, req, pr.to, pr.cb, nil)
 }

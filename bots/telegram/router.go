@@ -74,6 +74,9 @@ func (b *Bot) route(upd *models.Update) func(ctx context.Context) {
 		if cancelButton.of(cq.Data) {
 			return func(ctx context.Context) { b.cancel(ctx, cq) } // starts no job: no arrival
 		}
+		if taskButton.of(cq.Data) {
+			return b.arrival(func(ctx context.Context, seq uint64) { b.taskAction(ctx, cq, seq) })
+		}
 		return b.arrival(func(ctx context.Context, seq uint64) { b.reroll(ctx, cq, seq) })
 	}
 	return nil

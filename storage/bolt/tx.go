@@ -318,29 +318,31 @@ type scopeRecord struct {
 }
 
 type jobRecord struct {
-	Key          string    `json:"key"`
-	Scope        string    `json:"scope"`
-	User         string    `json:"user"`
-	UserPlatform string    `json:"user_platform,omitempty"`
-	UserID       string    `json:"user_id,omitempty"`
-	UserName     string    `json:"user_name,omitempty"`
-	Model        string    `json:"model,omitempty"`
-	Prompt       string    `json:"prompt,omitempty"`
-	Negative     string    `json:"negative,omitempty"`
-	Aspect       string    `json:"aspect,omitempty"`
-	Units        int       `json:"units"`
-	Day          string    `json:"day,omitempty"`
-	FromDaily    int       `json:"from_daily,omitempty"`
-	FromCredits  int       `json:"from_credits,omitempty"`
-	State        string    `json:"state"`
-	Outcome      string    `json:"outcome,omitempty"`
-	ReplyTo      string    `json:"reply_to,omitempty"`
-	Status       string    `json:"status,omitempty"`
-	Delivering   bool      `json:"delivering,omitempty"`
-	NoticeOwed   bool      `json:"notice_owed,omitempty"`
-	Lang         string    `json:"lang,omitempty"`
-	Created      time.Time `json:"created"`
-	Finished     time.Time `json:"finished,omitzero"`
+	Key          string         `json:"key"`
+	Scope        string         `json:"scope"`
+	User         string         `json:"user"`
+	UserPlatform string         `json:"user_platform,omitempty"`
+	UserID       string         `json:"user_id,omitempty"`
+	UserName     string         `json:"user_name,omitempty"`
+	Model        string         `json:"model,omitempty"`
+	Prompt       string         `json:"prompt,omitempty"`
+	Negative     string         `json:"negative,omitempty"`
+	Aspect       string         `json:"aspect,omitempty"`
+	Units        int            `json:"units"`
+	Day          string         `json:"day,omitempty"`
+	FromDaily    int            `json:"from_daily,omitempty"`
+	FromCredits  int            `json:"from_credits,omitempty"`
+	State        string         `json:"state"`
+	Outcome      string         `json:"outcome,omitempty"`
+	ReplyTo      string         `json:"reply_to,omitempty"`
+	Status       string         `json:"status,omitempty"`
+	Delivering   bool           `json:"delivering,omitempty"`
+	NoticeOwed   bool           `json:"notice_owed,omitempty"`
+	Lang         string         `json:"lang,omitempty"`
+	Task         string         `json:"task,omitempty"` // a Midjourney result's task and buttons
+	Buttons      []buttonRecord `json:"buttons,omitempty"`
+	Created      time.Time      `json:"created"`
+	Finished     time.Time      `json:"finished,omitzero"`
 }
 
 // jobIndexRecord is the part of a stored job that its index entries depend on.
@@ -361,8 +363,31 @@ func newJobRecord(j core.Job) jobRecord {
 		FromDaily: j.FromDaily, FromCredits: j.FromCredits,
 		State: string(j.State), Outcome: string(j.Outcome), ReplyTo: j.ReplyTo, Lang: string(j.Lang),
 		Status: j.Status, Delivering: j.Delivering, NoticeOwed: j.NoticeOwed,
+		Task: j.Task, Buttons: newButtonRecords(j.Buttons),
 		Created: j.Created, Finished: j.Finished,
 	}
+}
+
+type buttonRecord struct {
+	CustomID string `json:"id"`
+	Label    string `json:"label,omitempty"`
+	Emoji    string `json:"emoji,omitempty"`
+}
+
+func newButtonRecords(bs []core.TaskButton) []buttonRecord {
+	var out []buttonRecord
+	for _, b := range bs {
+		out = append(out, buttonRecord{CustomID: b.CustomID, Label: b.Label, Emoji: b.Emoji})
+	}
+	return out
+}
+
+func taskButtons(rs []buttonRecord) []core.TaskButton {
+	var out []core.TaskButton
+	for _, r := range rs {
+		out = append(out, core.TaskButton{CustomID: r.CustomID, Label: r.Label, Emoji: r.Emoji})
+	}
+	return out
 }
 
 func decodeJob(v []byte) (core.Job, error) {
@@ -379,6 +404,7 @@ func decodeJob(v []byte) (core.Job, error) {
 		FromDaily: r.FromDaily, FromCredits: r.FromCredits,
 		State: core.JobState(r.State), Outcome: core.Code(r.Outcome), ReplyTo: r.ReplyTo, Lang: core.Lang(r.Lang),
 		Status: r.Status, Delivering: r.Delivering, NoticeOwed: r.NoticeOwed,
+		Task: r.Task, Buttons: taskButtons(r.Buttons),
 		Created: r.Created, Finished: r.Finished,
 	}, nil
 }
