@@ -61,3 +61,45 @@ func TestMidjourneyButtons(t *testing.T) {
 		t.Fatalf("crafted: %+v", r.Data)
 	}
 }
+
+// A banned prompt (code 24), a failed task and a queue-full answer are
+// told to the user and refunded; a picture goes to the proxy as
+// base64Array.
+func TestMidjourneyFailuresRefunded(t *testing.T) {
+	e := newEnv(t, ModeInteractions, func(c *envConfig) {
+		c.core.Models = append(c.core.Models, core.Model{Name: "mj", Label: "Midjourney", API: core.APIMidjourney, Cost: 3, AcceptsImage: true})
+	})
+	cases := []struct {
+		script upstreamtest.MJScript
+		want   string
+	}{
+		{upstreamtest.MJScript{Code: upstreamtest.MJBanned, Description: "banned prompt", BannedWord: "castle"}, "declined this prompt"},
+		{upstreamtest.MJScript{Steps: []upstreamtest.MJStep{upstreamtest.MJFailure("internal error")}}, "failed to make your picture"},
+	}
+	for _, c := range cases {
+		e.gw.PushMJ(c.script)
+		token, _ := e.imagine(t, inGuild(alice, "en-US"), "a castle", discordtest.String(optModel, "mj"))
+		e.edits(t, token, 1, withText(c.want, "refunded"))
+	}
+	if used := e.balance(t, scope, alice).Used; used != 0 {
+		t.Fatalf("used %d, want 0: not refunded", used)
+	}
+	photo := upstreamtest.PNG(8, 8)
+	e.gw.ServeImage("grid.png", "image/png", upstreamtest.PNG(32, 32))
+	e.gw.PushMJ(upstreamtest.MJScript{Steps: []upstreamtest.MJStep{upstreamtest.MJSuccess(e.gw.ImageURL("grid.png"), upstreamtest.GridButtons("h"))}})
+	url := e.dc.AddAttachment("in.png", photo)
+	cmd := discordtest.WithAttachment(discordtest.Command(cmdImagine, discordtest.String(optPrompt, "like this"), discordtest.String(optModel, "mj")), optImage, url, len(photo), "image/png")
+	body := discordtest.Interaction(discordgo.InteractionApplicationCommand, inGuild(alice, "en-US"), cmd)
+	_, token := discordtest.Fields(body)
+	e.send(t, body)
+	e.edits(t, token, 1, withFiles)
+	var got []string
+	for _, r := range e.gw.Requests() {
+		if strings.HasSuffix(r.Path, "/mj/submit/imagine") {
+			got = r.Base64Array
+		}
+	}
+	if len(got) != 1 || !strings.HasPrefix(got[0], "data:image/png;base64,") {
+		t.Fatalf("base64Array %v", got)
+	}
+}
