@@ -32,9 +32,17 @@ func cmdImagine(ctx context.Context, e env, args []string) error {
 	aspect := fs.String("ar", "", "aspect ratio W:H, e.g. 16:9")
 	negative := fs.String("no", "", "negative prompt: what to leave out")
 	verbose := fs.Bool("v", false, "log the upstream exchange (debug level)")
+	action := fs.String("action", "", "a Midjourney button to press on -task, by its label or emoji: U2, V1, 🔄")
+	task := fs.String("task", "", "the Midjourney task -action acts on (printed after each Midjourney picture)")
 	words, err := parseImagineArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	if (*action == "") != (*task == "") {
+		return &usageError{msg: "-action and -task go together: imaginebot imagine -model mj -action U2 -task 1712345678901234"}
+	}
+	if *action != "" && len(words) == 0 {
+		words = []string{"action " + *action} // the job record's prompt
 	}
 	// The prompt is read as a chat user's /imagine text, so --ar, --no and
 	// --model in it mean what they mean in chat.
@@ -84,9 +92,16 @@ func cmdImagine(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	svc, err := core.NewService(coreCfg, store, newGenerator(cfg, log, secret), core.WithLogger(log))
+	gen := newGenerator(cfg, log, secret)
+	svc, err := core.NewService(coreCfg, store, gen, core.WithLogger(log))
 	if err != nil {
 		return err
+	}
+	var act *core.TaskAction
+	if *task != "" {
+		if act, err = findAction(ctx, gen, *task, *action); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return fmt.Errorf("output directory: %w", err)
@@ -102,6 +117,7 @@ func cmdImagine(ctx context.Context, e env, args []string) error {
 		Prompt:  cmd.Prompt,
 		Model:   cmd.Model,
 		Options: cmd.Options,
+		Action:  act,
 	}, rep)
 	if err != nil {
 		return jobError{err: err, lang: lang}
@@ -334,6 +350,13 @@ func (r *cliReporter) Deliver(_ context.Context, d core.Delivery) error {
 			return fmt.Errorf("save image: %w", err)
 		}
 		fmt.Fprintln(r.out, name)
+		if img.Task != "" { // what -action -task can press next
+			var labels []string
+			for _, b := range img.Buttons {
+				labels = append(labels, strings.TrimSpace(b.Emoji+b.Label))
+			}
+			fmt.Fprintf(r.w, "task %s: %s\n", img.Task, strings.Join(labels, " "))
+		}
 	}
 	return nil
 }
@@ -377,4 +400,23 @@ func progressLine(p core.Progress, lang core.Lang) string {
 		s += " " + core.Truncate(strings.ReplaceAll(p.Text, "\n", " "), 80)
 	}
 	return s
+}
+
+// findAction is the button labelled label on Midjourney task id, asked of
+// the gateway (the terminal keeps no job to look it up in).
+func findAction(ctx context.Context, gen interface {
+	TaskButtons(ctx context.Context, taskID string) ([]core.TaskButton, error)
+}, id, label string) (*core.TaskAction, error) {
+	buttons, err := gen.TaskButtons(ctx, id)
+	if err != nil {
+		return nil, jobError{err: err, lang: core.English}
+	}
+	var names []string
+	for _, b := range buttons {
+		if strings.EqualFold(b.Label, label) || (b.Emoji != "" && b.Emoji == label) {
+			return &core.TaskAction{TaskID: id, CustomID: b.CustomID}, nil
+		}
+		names = append(names, strings.TrimSpace(b.Emoji+b.Label))
+	}
+	return nil, &usageError{msg: fmt.Sprintf("task %s has no button %q; it has: %s", id, label, strings.Join(names, " "))}
 }

@@ -436,3 +436,19 @@ func (c *Client) resolveRef(ref string) string {
 	}
 	return base.ResolveReference(r).String()
 }
+
+// TaskButtons fetches a Midjourney task once and returns its buttons, for
+// running an action from the terminal (imaginebot imagine -action U2 -task
+// ID), where no job kept them.
+func (c *Client) TaskButtons(ctx context.Context, taskID string) ([]core.TaskButton, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	res, e, _ := c.attempt(ctx, c.log.With("task", taskID), c.mjFetchCall(taskID), nil)
+	if e != nil {
+		return nil, c.clean(e)
+	}
+	if res.task == nil {
+		return nil, core.Errorf(core.CodeBadResponse, "upstream: midjourney task %s: no task in the answer", taskID)
+	}
+	return res.task.Buttons, nil
+}
