@@ -307,7 +307,8 @@ func TestGatewayShards(t *testing.T) {
 // refused, only to the asker, before anything is charged.
 func TestPictureInput(t *testing.T) {
 	e := newEnv(t, ModeInteractions, func(c *envConfig) {
-		c.core.Models = append(c.core.Models, core.Model{Name: "editor", Label: "Editor", API: core.APIImages, AcceptsImage: true})
+		c.core.Models = append(c.core.Models, core.Model{Name: "editor", Label: "Editor", API: core.APIImages, AcceptsImage: true},
+			core.Model{Name: "vision", Label: "Vision", AcceptsImage: true})
 		c.discord.MaxInputBytes = 64 << 10
 	})
 	photo := upstreamtest.PNG(32, 32)
@@ -325,6 +326,11 @@ func TestPictureInput(t *testing.T) {
 	if edit := e.gw.Requests()[0]; !strings.HasSuffix(edit.Path, "/v1/images/edits") || edit.Part("image") == nil {
 		t.Fatalf("images request %s without the picture", edit.Path)
 	}
+	token, _ = imagine("vision", cat, len(photo)) // a chat model: an image part
+	e.edits(t, token, 1, withFiles)
+	if msgs := e.gw.Requests()[1].Messages; len(msgs[len(msgs)-1].Images) != 1 {
+		t.Fatalf("chat request without the picture: %+v", msgs)
+	}
 	used := e.balance(t, scope, alice).Used
 	for _, c := range []struct {
 		model, url string
@@ -339,7 +345,7 @@ func TestPictureInput(t *testing.T) {
 			t.Errorf("%s: %+v", c.want, r.Data)
 		}
 	}
-	if got := e.balance(t, scope, alice).Used; got != used || len(e.gw.Requests()) != 1 {
+	if got := e.balance(t, scope, alice).Used; got != used || len(e.gw.Requests()) != 2 {
 		t.Fatalf("refused pictures were charged (%d→%d) or sent", used, got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
 )
@@ -42,5 +43,28 @@ func TestMidjourneyButtons(t *testing.T) {
 	scope := "telegram:group:" + itoa(group.ID)
 	if a, b := e.balance(t, scope, alice).Used, e.balance(t, scope, bob).Used; a != 3 || b != 1 {
 		t.Fatalf("alice used %d (want 3), bob %d (want the action cost 1)", a, b)
+	}
+}
+
+// A photo with /imagine … as its caption goes to a Midjourney model as
+// base64Array.
+func TestMidjourneyPictureInput(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) {
+		c.core.Models = append(c.core.Models, core.Model{Name: "mj", Label: "Midjourney", API: core.APIMidjourney, AcceptsImage: true})
+	})
+	photo := upstreamtest.PNG(8, 8)
+	e.tg.AddFile("cat", photo)
+	e.gw.ServeImage("grid.png", "image/png", upstreamtest.PNG(32, 32))
+	e.gw.PushMJ(upstreamtest.MJScript{Steps: []upstreamtest.MJStep{upstreamtest.MJSuccess(e.gw.ImageURL("grid.png"), upstreamtest.GridButtons("h"))}})
+	e.send(e.tg.Photo(telegramtest.PrivateChat(alice), alice, "cat", len(photo), "/imagine like this --model mj"))
+	e.tg.WaitCall(t, "sendPhoto", wait)
+	var got []string
+	for _, r := range e.gw.Requests() {
+		if strings.HasSuffix(r.Path, "/mj/submit/imagine") {
+			got = r.Base64Array
+		}
+	}
+	if len(got) != 1 || !strings.HasPrefix(got[0], "data:image/png;base64,") {
+		t.Fatalf("base64Array %v", got)
 	}
 }
