@@ -33,7 +33,8 @@ SCOPE is telegram:private, telegram:group:<chat id>, discord:guild:<server id> o
 discord:dm; USER is telegram:<user id> or discord:<user id> (a bare number takes the
 scope's platform). While the bot runs, the command goes to it through its admin
 socket (storage.admin_socket); otherwise it opens the database file. The output is the
-same either way, and every change is written to the audit log as "cli".`
+same either way, and every change is written to the audit log as "cli". With
+storage.driver: postgres it works on the database directly, bots running or not.`
 
 // cmdQuota runs moderator operations through the same core code the chat
 // commands use, acting as the CLI owner.
@@ -73,6 +74,9 @@ func withAdmin(ctx context.Context, e env, cfgPath, dbPath string, req adminRequ
 	cfg, err := loadConfig(e, cfgPath)
 	if err != nil {
 		return err
+	}
+	if cfg.Storage.Driver == driverPostgres {
+		return withPostgres(ctx, e, cfg, dbPath, req)
 	}
 	if dbPath == "" {
 		dbPath = cfg.Storage.Path

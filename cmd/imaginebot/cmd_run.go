@@ -53,7 +53,7 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 // closing hurry cuts the drain short.
 func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr string), hurry ...<-chan struct{}) error {
 	m := newMetrics()
-	db, err := bolt.Open(cfg.Storage.Path, bolt.WithLogger(log), bolt.WithCommitObserver(m.commit))
+	db, err := openStore(ctx, cfg, log, m.commit)
 	if err != nil {
 		return fmt.Errorf("open ledger: %w", err)
 	}
@@ -77,12 +77,15 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	if err != nil {
 		return err // "core: …" already
 	}
-	// The bot holds the ledger: quota and backup from the CLI come through here.
-	admin, err := serveAdmin(cfg.Storage.AdminSocket, svc, db, log)
-	if err != nil {
-		return fmt.Errorf("storage.admin_socket: %w", err)
+	// The bot holds the ledger file: quota and backup from the CLI come
+	// through here. A PostgreSQL ledger takes them directly.
+	if file, ok := db.(*bolt.DB); ok {
+		admin, err := serveAdmin(cfg.Storage.AdminSocket, svc, file, log)
+		if err != nil {
+			return fmt.Errorf("storage.admin_socket: %w", err)
+		}
+		defer admin.Close()
 	}
-	defer admin.Close()
 	interrupted, err := svc.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover interrupted jobs: %w", err)
@@ -197,7 +200,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	if dc != nil {
 		platforms = append(platforms, "discord", cfg.Discord.Mode)
 	}
-	log.Info("imaginebot started", append([]any{"version", version, "db", cfg.Storage.Path, "models", len(cfg.Models), "http", addr}, platforms...)...)
+	log.Info("imaginebot started", append([]any{"version", version, "db", ledgerName(cfg.Storage), "models", len(cfg.Models), "http", addr}, platforms...)...)
 	if ready != nil {
 		ready(addr)
 	}

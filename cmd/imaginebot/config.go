@@ -105,6 +105,12 @@ type ImagesConfig struct {
 }
 
 type StorageConfig struct {
+	// Driver is where the ledger lives: bolt (a file, one process) or
+	// postgres (a server several instances may share).
+	Driver string `yaml:"driver"`
+	// DSN is the PostgreSQL connection string (a secret: it may hold the
+	// password; never logged).
+	DSN          string        `yaml:"dsn"`
 	Path         string        `yaml:"path"`
 	JobRetention time.Duration `yaml:"job_retention"`
 	// AdminSocket is where the running bot takes quota and backup commands.
@@ -178,6 +184,7 @@ func envSecrets(c *Config) map[string]*string {
 		"IMAGINEBOT_TELEGRAM_WEBHOOK_SECRET": &c.Telegram.Webhook.SecretToken,
 		"IMAGINEBOT_TELEGRAM_API_BASE_URL":   &c.Telegram.APIBaseURL,
 		"IMAGINEBOT_DB":                      &c.Storage.Path,
+		"IMAGINEBOT_DATABASE_URL":            &c.Storage.DSN,
 		"IMAGINEBOT_HTTP_LISTEN":             &c.HTTP.Listen,
 		"IMAGINEBOT_TELEGRAM_WEBHOOK_URL":    &c.Telegram.Webhook.URL,
 		"IMAGINEBOT_LOG_LEVEL":               &c.Log.Level,
@@ -275,8 +282,12 @@ func literalSecrets(data []byte) bool {
 			return true
 		}
 	}
-	// A proxy URL with a password in it, rather than from the environment.
-	for _, v := range []string{raw.Proxy, raw.Upstream.Proxy, raw.Telegram.Proxy, raw.Discord.Proxy} {
+	// A proxy URL or connection string with a password in it, rather than
+	// from the environment.
+	if v := raw.Storage.DSN; v != "" && !envRefRe.MatchString(v) && strings.Contains(v, "password=") {
+		return true
+	}
+	for _, v := range []string{raw.Proxy, raw.Upstream.Proxy, raw.Telegram.Proxy, raw.Discord.Proxy, raw.Storage.DSN} {
 		if u, err := url.Parse(v); err == nil && u.User != nil && !envRefRe.MatchString(v) {
 			if _, ok := u.User.Password(); ok {
 				return true

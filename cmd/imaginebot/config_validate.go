@@ -59,6 +59,7 @@ func (c *Config) applyDefaults() {
 	}
 	def(&c.Quotas.TimeZone, "UTC")
 	def(&c.Images.MaxBytes, 20<<20)
+	def(&c.Storage.Driver, driverBolt)
 	def(&c.Storage.Path, "imaginebot.db")
 	def(&c.Storage.JobRetention, 90*24*time.Hour)
 	if c.Storage.AdminSocket == "" {
@@ -214,10 +215,11 @@ func (c *Config) validate() []string {
 		}
 	}
 
-	if c.Storage.Path == "" {
+	p.storage(c.Storage)
+	if c.Storage.Driver == driverBolt && c.Storage.Path == "" {
 		p.add("storage.path", "is empty; set the bbolt database file, e.g. /var/lib/imaginebot/imaginebot.db")
 	}
-	if err := checkSocketPath(c.Storage.AdminSocket); err != nil && c.Storage.Path != "" {
+	if err := checkSocketPath(c.Storage.AdminSocket); err != nil && c.Storage.Path != "" && c.Storage.Driver == driverBolt {
 		fix := "set a shorter path, e.g. /run/imaginebot/admin.sock"
 		if c.Storage.adminSocketDerived {
 			fix = "it is storage.path + \".sock\" by default; " + fix
