@@ -1,6 +1,9 @@
 package core
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // JobState is where a job's reservation stands.
 type JobState string
@@ -52,4 +55,16 @@ type AuditEntry struct {
 	Before    string
 	After     string
 	Note      string
+}
+
+// UnixNano is t in Unix nanoseconds, clamped to int64 (time.UnixNano is
+// undefined outside it): how stores keep and order times.
+func UnixNano(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -274,16 +273,7 @@ func historyKey(k core.AccountKey, created time.Time, job string) []byte {
 // sortableNanos maps t to a uint64 whose big-endian bytes sort like the
 // times: Unix nanoseconds, clamped to int64, with the sign bit flipped.
 func sortableNanos(t time.Time) uint64 {
-	var n int64
-	switch {
-	case t.Before(time.Unix(0, math.MinInt64)):
-		n = math.MinInt64
-	case t.After(time.Unix(0, math.MaxInt64)):
-		n = math.MaxInt64
-	default:
-		n = t.UnixNano()
-	}
-	return uint64(n) ^ (1 << 63)
+	return uint64(core.UnixNano(t)) ^ (1 << 63)
 }
 
 // The records below are the stored JSON. They are separate from the core

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -416,15 +415,7 @@ func nanos(t time.Time) *int64 {
 	if t.IsZero() {
 		return nil
 	}
-	var n int64
-	switch {
-	case t.Before(time.Unix(0, math.MinInt64)):
-		n = math.MinInt64
-	case t.After(time.Unix(0, math.MaxInt64)):
-		n = math.MaxInt64
-	default:
-		n = t.UnixNano()
-	}
+	n := core.UnixNano(t)
 	return &n
 }
 
