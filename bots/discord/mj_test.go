@@ -93,13 +93,7 @@ func TestMidjourneyFailuresRefunded(t *testing.T) {
 	_, token := discordtest.Fields(body)
 	e.send(t, body)
 	e.edits(t, token, 1, withFiles)
-	var got []string
-	for _, r := range e.gw.Requests() {
-		if strings.HasSuffix(r.Path, "/mj/submit/imagine") {
-			got = r.Base64Array
-		}
-	}
-	if len(got) != 1 || !strings.HasPrefix(got[0], "data:image/png;base64,") {
-		t.Fatalf("base64Array %v", got)
+	if got := e.gw.MJInputs(); len(got) != 1 || !strings.HasPrefix(got[0], "data:image/png;base64,") {
+		t.Fatalf("base64Array %v", e.gw.MJInputs())
 	}
 }

@@ -58,13 +58,7 @@ func TestMidjourneyPictureInput(t *testing.T) {
 	e.gw.PushMJ(upstreamtest.MJScript{Steps: []upstreamtest.MJStep{upstreamtest.MJSuccess(e.gw.ImageURL("grid.png"), upstreamtest.GridButtons("h"))}})
 	e.send(e.tg.Photo(telegramtest.PrivateChat(alice), alice, "cat", len(photo), "/imagine like this --model mj"))
 	e.tg.WaitCall(t, "sendPhoto", wait)
-	var got []string
-	for _, r := range e.gw.Requests() {
-		if strings.HasSuffix(r.Path, "/mj/submit/imagine") {
-			got = r.Base64Array
-		}
-	}
-	if len(got) != 1 || !strings.HasPrefix(got[0], "data:image/png;base64,") {
-		t.Fatalf("base64Array %v", got)
+	if got := e.gw.MJInputs(); len(got) != 1 || !strings.HasPrefix(got[0], "data:image/png;base64,") {
+		t.Fatalf("base64Array %v", e.gw.MJInputs())
 	}
 }

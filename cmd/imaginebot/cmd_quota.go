@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -102,15 +103,21 @@ func withAdmin(ctx context.Context, e env, cfgPath, dbPath string, req adminRequ
 		return err
 	}
 	defer db.Close()
-	coreCfg, err := coreConfig(cfg)
-	if err != nil {
-		return err
-	}
-	svc, err := core.NewService(coreCfg, db, nil, core.WithLogger(log))
+	svc, err := adminService(cfg, db, log)
 	if err != nil {
 		return err
 	}
 	return req.do(ctx, e.stdout, svc, db)
+}
+
+// adminService is core over store for the CLI's moderator commands: no
+// generator, since no job runs from the CLI.
+func adminService(cfg *Config, store core.Store, log *slog.Logger) (*core.Service, error) {
+	coreCfg, err := coreConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return core.NewService(coreCfg, store, nil, core.WithLogger(log))
 }
 
 func quota(ctx context.Context, w io.Writer, svc *core.Service, sub string, args []string) error {

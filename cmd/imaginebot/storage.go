@@ -88,11 +88,7 @@ func withPostgres(ctx context.Context, e env, cfg *Config, dbFlag string, req ad
 		return err
 	}
 	defer db.Close()
-	coreCfg, err := coreConfig(cfg)
-	if err != nil {
-		return err
-	}
-	svc, err := core.NewService(coreCfg, db, nil, core.WithLogger(log))
+	svc, err := adminService(cfg, db, log)
 	if err != nil {
 		return err
 	}

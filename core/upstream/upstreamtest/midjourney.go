@@ -314,3 +314,15 @@ func (g *Gateway) mjFetch(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, mustJSON(task))
 }
+
+// MJInputs is the base64Array of the last imagine submitted (the pictures
+// given to start from).
+func (g *Gateway) MJInputs() []string {
+	var got []string
+	for _, r := range g.Requests() {
+		if strings.HasSuffix(r.Path, "/mj/submit/imagine") {
+			got = r.Base64Array
+		}
+	}
+	return got
+}
