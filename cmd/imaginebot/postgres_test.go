@@ -146,3 +146,33 @@ func TestRunOnPostgres(t *testing.T) {
 		t.Errorf("quota -db with postgres: exit %d %s", code, errOut)
 	}
 }
+
+// migrate lists the pending migrations without applying them; -apply
+// applies them; then the schema is up to date. On bbolt it has nothing to do.
+func TestMigrateCommand(t *testing.T) {
+	dsn := pgtest.New(t).Database(t)
+	cfg := writeConfig(t, "storage:\n  driver: postgres\n", 0o600)
+	env := map[string]string{"IMAGINEBOT_DATABASE_URL": dsn}
+	steps := []struct {
+		args []string
+		want string
+	}{
+		{nil, "schema version 0; would apply: 0001_ledger"},
+		{nil, "would apply: 0001_ledger"}, // a dry run changed nothing
+		{[]string{"-apply"}, "applied 0001_ledger; schema version 1"},
+		{nil, "schema version 1, up to date"},
+	}
+	for _, s := range steps {
+		code, out, errOut := runCLI(t, env, append([]string{"migrate", "-config", cfg}, s.args...)...)
+		if code != 0 || !strings.Contains(out, s.want) {
+			t.Fatalf("migrate %v: exit %d, %q %s; want %q", s.args, code, out, errOut, s.want)
+		}
+		if strings.Contains(out+errOut, "password") {
+			t.Fatalf("migrate showed a password: %s", out)
+		}
+	}
+	code, out, _ := runCLI(t, map[string]string{}, "migrate", "-config", writeConfig(t, "", 0o600))
+	if code != 0 || !strings.Contains(out, "nothing to do") {
+		t.Fatalf("bbolt: %d %q", code, out)
+	}
+}

@@ -121,3 +121,42 @@ func (db *DB) migrate(ctx context.Context) (int, error) {
 	}
 	return latest, nil
 }
+
+// Migrate brings the schema to the latest version (Open does it unless
+// WithoutMigration) and returns it.
+func (db *DB) Migrate(ctx context.Context) (int, error) { return db.migrate(ctx) }
+
+// Pending lists the migrations the database lacks, by name, and the
+// schema version it has (0: none); it changes nothing.
+func (db *DB) Pending(ctx context.Context) (version int, pending []string, err error) {
+	ms, err := loadMigrations(migrationFiles)
+	if err != nil {
+		return 0, nil, fmt.Errorf("postgres: migrations: %w", err)
+	}
+	var applied []int32
+	var exists bool
+	if err := db.pool.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, nil, fmt.Errorf("postgres: schema: %w", err)
+	}
+	if exists {
+		rows, err := db.pool.Query(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+		if err != nil {
+			return 0, nil, fmt.Errorf("postgres: schema: %w", err)
+		}
+		if applied, err = pgx.CollectRows(rows, pgx.RowTo[int32]); err != nil {
+			return 0, nil, fmt.Errorf("postgres: schema: %w", err)
+		}
+	}
+	if n := len(applied); n > 0 {
+		version = int(applied[n-1])
+		if latest := ms[len(ms)-1].version; version > latest {
+			return version, nil, fmt.Errorf("%w (schema version %d, this build knows %d)", ErrNewerSchema, version, latest)
+		}
+	}
+	for _, m := range ms {
+		if !slices.Contains(applied, int32(m.version)) {
+			pending = append(pending, m.name)
+		}
+	}
+	return version, pending, nil
+}

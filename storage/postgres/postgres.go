@@ -32,11 +32,16 @@ const maxAttempts = 64
 var ErrNewerSchema = errors.New("the database was migrated by a newer imaginebot")
 
 type options struct {
-	logger   *slog.Logger
-	maxConns int32
-	observe  func(calls int, d time.Duration)
-	iso      pgx.TxIsoLevel
+	logger    *slog.Logger
+	maxConns  int32
+	observe   func(calls int, d time.Duration)
+	iso       pgx.TxIsoLevel
+	noMigrate bool
 }
+
+// WithoutMigration opens the database as it is, for imaginebot migrate to
+// show what would change (Pending) before it does (Migrate).
+func WithoutMigration() Option { return func(o *options) { o.noMigrate = true } }
 
 // Option configures Open.
 type Option func(*options)
@@ -111,10 +116,12 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		// pgconn's message names the host, user and database, never the password.
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	version, err := db.migrate(ctx)
-	if err != nil {
-		pool.Close()
-		return nil, err
+	version := 0
+	if !o.noMigrate {
+		if version, err = db.migrate(ctx); err != nil {
+			pool.Close()
+			return nil, err
+		}
 	}
 	db.log.Info("postgres: ledger opened", "server", where(cfg), "schema_version", version, "max_conns", cfg.MaxConns)
 	return db, nil
