@@ -36,6 +36,7 @@ func commands() []command {
 			imagineUsage, cmdImagine},
 		{"quota", "show and change quotas (through the running bot, or in the database file)", quotaUsage, cmdQuota},
 		{"backup", "write a consistent, checked copy of the database to FILE (also while the bot runs)", "backup [-config FILE] [-db PATH] FILE", cmdBackup},
+		{"export", "copy the bbolt ledger into PostgreSQL (storage.dsn), verified by comparing balances", exportUsage, cmdExport},
 		{"migrate", "show, and with -apply make, the PostgreSQL ledger's pending schema migrations", migrateUsage, cmdMigrate},
 		{"healthcheck", "exit 0 when a running bot answers /healthz (container health checks)", "healthcheck [-url URL]", cmdHealthcheck},
 		{"version", "print the version", "version", cmdVersion},

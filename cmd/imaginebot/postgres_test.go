@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
+	"github.com/imaginebot/imaginebot/core"
+	"github.com/imaginebot/imaginebot/storage/bolt"
+	"github.com/imaginebot/imaginebot/storage/postgres"
 	"github.com/imaginebot/imaginebot/storage/postgres/pgtest"
 )
 
@@ -174,5 +177,59 @@ func TestMigrateCommand(t *testing.T) {
 	code, out, _ := runCLI(t, map[string]string{}, "migrate", "-config", writeConfig(t, "", 0o600))
 	if code != 0 || !strings.Contains(out, "nothing to do") {
 		t.Fatalf("bbolt: %d %q", code, out)
+	}
+}
+
+// export moves a bbolt ledger into PostgreSQL: the balances, the jobs and
+// the audit read the same there; a second export into the now-used
+// database is refused.
+func TestExportToPostgres(t *testing.T) {
+	dsn := pgtest.New(t).Database(t)
+	dir := t.TempDir()
+	path := dir + "/imaginebot.db"
+	db, err := bolt.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := core.NewService(core.Config{Models: []core.Model{{Name: "sd"}}, Quotas: core.Quotas{DefaultDaily: 5}}, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	alice := core.AccountKey{Scope: "telegram:private", User: "telegram:42"}
+	if _, err := svc.Grant(ctx, core.CLIActor(), alice, 7); err != nil {
+		t.Fatal(err)
+	}
+	seven := 3
+	if _, err := svc.SetScopeDaily(ctx, core.CLIActor(), "discord:guild:15000000001", &seven); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Ban(ctx, core.CLIActor(), core.AccountKey{Scope: "discord:guild:15000000001", User: "discord:16000000001"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := core.NewLedger(db, core.Quotas{DefaultDaily: 5}).Reserve(ctx, core.Job{Key: "telegram:update:1", Account: alice, Units: 2, Created: time.Now()}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	cfg := writeConfig(t, "storage:\n  driver: postgres\n", 0o600)
+	env := map[string]string{"IMAGINEBOT_DATABASE_URL": dsn}
+	code, out, errOut := runCLI(t, env, "export", "-config", cfg, "-db", path, "-to", "postgres")
+	if code != 0 || !strings.Contains(out, "exported 2 accounts, 1 scopes, 1 jobs, 3 audit entries") || !strings.Contains(out, "read the same") {
+		t.Fatalf("export: exit %d %q %s", code, out, errOut)
+	}
+	pg, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	if bal, err := core.NewLedger(pg, core.Quotas{DefaultDaily: 5}).Balance(ctx, alice, time.Now()); err != nil || bal.Credits != 7 || bal.Used != 2 {
+		t.Fatalf("alice in PostgreSQL: %+v, %v", bal, err)
+	}
+	if audit, err := pg.Audit(ctx, "", 10); err != nil || len(audit) != 3 {
+		t.Fatalf("audit in PostgreSQL: %d entries, %v", len(audit), err)
+	}
+	if code, _, errOut := runCLI(t, env, "export", "-config", cfg, "-db", path, "-to", "postgres"); code == 0 || !strings.Contains(errOut, "export into an empty database") {
+		t.Fatalf("second export: exit %d %s", code, errOut)
 	}
 }
