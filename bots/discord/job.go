@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -106,19 +105,18 @@ type job struct {
 	upload  int64 // attachment limit, bytes
 	status  *pace.Status
 
-	gate   chan struct{} // closed once the acknowledgement was sent (or failed)
-	mu     sync.Mutex
-	acked  bool
-	ackAt  time.Time
-	closed bool
+	// gate is closed once the acknowledgement was sent (or failed). acked
+	// and ackAt are written before, and read only after, it closes: the
+	// channel orders them, no lock needed.
+	gate  chan struct{}
+	acked bool
+	ackAt time.Time
 }
 
 var _ core.Reporter = (*job)(nil)
 
 func (j *job) open(ok bool) {
-	j.mu.Lock()
 	j.acked, j.ackAt = ok, time.Now()
-	j.mu.Unlock()
 	close(j.gate)
 }
 
@@ -129,17 +127,12 @@ func (j *job) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
 	return j.acked
 }
 
-// fresh reports whether the token may still edit the reply.
-func (j *job) fresh() bool {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return time.Since(j.ackAt) < tokenLife
-}
+// fresh reports whether the token may still edit the reply; only after
+// wait returned true.
+func (j *job) fresh() bool { return time.Since(j.ackAt) < tokenLife }
 
 // Progress implements core.Reporter; it never blocks.
 func (j *job) Progress(p core.Progress) {
