@@ -18,7 +18,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/imaginebot/imaginebot/bots/telegram"
-	"github.com/imaginebot/imaginebot/bots/telegram/telegramtest"
 	"github.com/imaginebot/imaginebot/core"
 	"github.com/imaginebot/imaginebot/core/upstream/upstreamtest"
 )
@@ -172,19 +171,7 @@ func TestRerollRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cb := e.send(tt.upd)
-			var ans telegramtest.Call
-			if !e.tg.WaitFor(wait, func() bool {
-				for _, c := range e.tg.Calls("answerCallbackQuery") {
-					if c.Field("callback_query_id") == cb.CallbackQuery.ID {
-						ans = c
-						return true
-					}
-				}
-				return false
-			}) {
-				t.Fatal("the callback query was not answered")
-			}
+			ans := e.answer(t, e.send(tt.upd))
 			if ans.Field("show_alert") != "true" || !strings.Contains(ans.Field("text"), tt.want) {
 				t.Errorf("answer = %v, want an alert about %q", ans.Fields, tt.want)
 			}
