@@ -48,9 +48,6 @@ func (p Printer) Error(err error, s Syntax) string {
 	if e.Reason != "" && p.Has(id+"."+string(e.Reason)) {
 		id += "." + string(e.Reason)
 	}
-	if e.Reason == core.ReasonNoImage && len(e.Choices) == 0 {
-		id += "_none"
-	}
 	option := s.Option(e.Option)
 	if e.Reason == core.ReasonUnknownOption {
 		option = s.Prefix + e.Option
