@@ -452,6 +452,11 @@ func TestImagineQueueFullAndFairness(t *testing.T) {
 		if i < 4 {
 			<-started // the next one took the slot
 		}
+		if i < 3 {
+			// a3's new place reaches it from the scheduler's goroutine:
+			// wait for it before the next job ends, or two moves merge.
+			waitFor(t, func() bool { p := reps["a3"].positions(); return p[len(p)-1] == 3-i })
+		}
 	}
 	wg.Wait()
 	want := []string{"a0", "a1", "b1", "a2", "a3"}
