@@ -122,6 +122,9 @@ func (s *Service) SetScopeDaily(ctx context.Context, actor Actor, scope string, 
 	now := s.now()
 	var eff int
 	err := s.store.Update(ctx, func(tx Tx) error {
+		if err := claimEvent(tx, actor, now); err != nil {
+			return err
+		}
 		sc, err := tx.Scope(scope)
 		if err != nil {
 			return err
@@ -188,6 +191,9 @@ func (s *Service) mutate(ctx context.Context, actor Actor, k AccountKey, action 
 	now := s.now()
 	var v AccountView
 	err := s.store.Update(ctx, func(tx Tx) error {
+		if err := claimEvent(tx, actor, now); err != nil {
+			return err
+		}
 		a, sc, err := loadAccount(tx, k)
 		if err != nil {
 			return err
@@ -208,6 +214,19 @@ func (s *Service) mutate(ctx context.Context, actor Actor, k AccountKey, action 
 	}
 	s.log.Info("moderator action", "action", action, "actor", actor.User.Key(), "account", k.String(), "after", v.String())
 	return v, nil
+}
+
+// claimEvent makes a change carried by actor.Event act once: in the
+// change's own transaction, so a change that fails claims nothing.
+func claimEvent(tx Tx, actor Actor, now time.Time) error {
+	if actor.Event == "" {
+		return nil
+	}
+	fresh, err := tx.Claim(actor.Event, now)
+	if err != nil || fresh {
+		return err
+	}
+	return &Error{Code: CodeDuplicate, Err: fmt.Errorf("core: event %s was acted on already", actor.Event)}
 }
 
 func (s *Service) view(a Account, sc ScopeSettings, now time.Time) AccountView {

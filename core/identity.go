@@ -70,6 +70,11 @@ func (r Role) String() string {
 type Actor struct {
 	User User
 	Role Role
+	// Event is the platform event carrying a moderator's change (a
+	// Telegram message), when it may be delivered more than once: the
+	// change is applied once per event across every instance sharing the
+	// ledger, and a repeat returns CodeDuplicate. "" = no such check.
+	Event string
 }
 
 // CLIActor is the identity of the offline admin CLI: the operator holds the

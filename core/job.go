@@ -37,8 +37,15 @@ type Job struct {
 	// Task and Buttons are a Midjourney result's task and its buttons
 	// (U1–U4, V1–V4, 🔄, …): kept here so a button press, which carries
 	// only the job key and an index, can act on the task.
-	Task     string
-	Buttons  []TaskButton
+	Task    string
+	Buttons []TaskButton
+	// Owner is the process running the job (Service's Config.Instance),
+	// and Lease how long that process vouches for it: it renews the lease
+	// while the job runs, and a pending job whose lease has passed belongs
+	// to a process that died — any instance sharing the ledger refunds it.
+	// After such a refund they name the instance telling its user.
+	Owner    string
+	Lease    time.Time
 	Created  time.Time
 	Finished time.Time
 }

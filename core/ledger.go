@@ -11,10 +11,18 @@ import (
 type Ledger struct {
 	store  Store
 	quotas Quotas
+	limits UserLimits
 }
 
-// NewLedger returns a ledger over store.
+// NewLedger returns a ledger over store, with no per-user limits.
 func NewLedger(store Store, q Quotas) *Ledger { return &Ledger{store: store, quotas: q} }
+
+// Limited returns a copy of l that enforces u in every reservation.
+func (l *Ledger) Limited(u UserLimits) *Ledger {
+	c := *l
+	c.limits = u
+	return &c
+}
 
 // Quotas returns the quota rules in use.
 func (l *Ledger) Quotas() Quotas { return l.quotas }
@@ -37,7 +45,9 @@ func (l *Ledger) Balance(ctx context.Context, k AccountKey, now time.Time) (Bala
 }
 
 // Reserve takes j.Units from j.Account and records j as pending, in one
-// transaction. A key seen before charges nothing and returns CodeDuplicate.
+// transaction, after the per-user limits (CodeRateLimited, CodeTooManyJobs)
+// in the same one. A key seen before charges nothing and returns
+// CodeDuplicate; a refusal takes nothing, not even a rate token.
 func (l *Ledger) Reserve(ctx context.Context, j Job, now time.Time) (Job, Balance, error) {
 	var (
 		out Job
@@ -56,9 +66,20 @@ func (l *Ledger) Reserve(ctx context.Context, j Job, now time.Time) (Job, Balanc
 		if a.Banned {
 			return &Error{Code: CodeBanned, Err: fmt.Errorf("core: %s is banned", j.Account)}
 		}
+		limit, err := l.admit(tx, j.Account.User, now)
+		if err != nil {
+			return err
+		}
 		fromDaily, fromCredits, err := l.quotas.charge(&a, s, j.Units, now)
 		if err != nil {
 			return err
+		}
+		// Written only now: a refusal writes nothing (a bbolt group commit
+		// would have to roll back for it).
+		if limit != nil {
+			if err := tx.PutLimit(*limit); err != nil {
+				return err
+			}
 		}
 		out = j
 		out.Day = l.quotas.Day(now)
@@ -85,10 +106,43 @@ func (l *Ledger) Commit(ctx context.Context, key string, now time.Time) error {
 		if err != nil || settled {
 			return err
 		}
+		if err := l.release(tx, j, now, false); err != nil {
+			return err
+		}
 		j.State, j.Outcome, j.Finished = JobCommitted, "", now
 		return tx.PutJob(j)
 	})
 	return wrapStore("commit", err)
+}
+
+// admit applies the per-user limits to a new reservation of user and
+// returns the limit record to store with it (nil without limits).
+func (l *Ledger) admit(tx Tx, user string, now time.Time) (*UserLimit, error) {
+	if !l.limits.applies() {
+		return nil, nil
+	}
+	u, err := tx.Limit(user)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.limits.admit(&u, now); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// release ends job j's count in flight, giving its rate token back when it
+// failed through no fault of its user.
+func (l *Ledger) release(tx Tx, j Job, now time.Time, giveBack bool) error {
+	if !l.limits.applies() {
+		return nil
+	}
+	u, err := tx.Limit(j.Account.User)
+	if err != nil {
+		return err
+	}
+	l.limits.settle(&u, now, giveBack)
+	return tx.PutLimit(u)
 }
 
 // NoteTask records the Midjourney task that made a job's picture and its
@@ -137,18 +191,92 @@ func (l *Ledger) refund(ctx context.Context, key string, reason Code, now time.T
 		if err != nil || settled {
 			return err
 		}
-		a, err := tx.Account(j.Account)
-		if err != nil {
-			return err
-		}
-		giveBack(&a, j)
-		if err := tx.PutAccount(a); err != nil {
-			return err
-		}
-		j.State, j.Outcome, j.Finished, j.NoticeOwed = JobRefunded, reason, now, owe
-		return tx.PutJob(j)
+		_, err = l.refundTx(tx, j, reason, now, owe)
+		return err
 	})
 	return wrapStore("refund", err)
+}
+
+// refundTx refunds the pending job j in tx and returns it as stored.
+func (l *Ledger) refundTx(tx Tx, j Job, reason Code, now time.Time, owe bool) (Job, error) {
+	a, err := tx.Account(j.Account)
+	if err != nil {
+		return Job{}, err
+	}
+	giveBack(&a, j)
+	if err := tx.PutAccount(a); err != nil {
+		return Job{}, err
+	}
+	if err := l.release(tx, j, now, noFault(reason)); err != nil {
+		return Job{}, err
+	}
+	j.State, j.Outcome, j.Finished, j.NoticeOwed = JobRefunded, reason, now, owe
+	return j, tx.PutJob(j)
+}
+
+// Renew extends to until the leases owner holds on the jobs of keys: those
+// still pending, and those refunded by recovery whose user owner is still
+// telling. Others are left alone (settled, or reclaimed meanwhile by
+// another instance after the lease had passed).
+func (l *Ledger) Renew(ctx context.Context, owner string, keys []string, until time.Time) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		for _, key := range keys {
+			j, ok, err := tx.Job(key)
+			if err != nil {
+				return err
+			}
+			if !ok || j.Owner != owner || (j.State != JobPending && !j.NoticeOwed) || !j.Lease.Before(until) {
+				continue
+			}
+			j.Lease = until
+			if err := tx.PutJob(j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return wrapStore("renew leases", err)
+}
+
+// Reclaim takes over the job of key when its lease has passed at now (its
+// process died): a pending job is refunded, owing its user a notice
+// (CodeDeliveryCut when its result was being sent, CodeInterrupted
+// otherwise); a notice owed is taken over as it is. Either way owner then
+// holds the job until until, to tell its user, and ok is true. A job whose
+// lease is still running, or that owes nothing, is left alone.
+func (l *Ledger) Reclaim(ctx context.Context, key, owner string, now, until time.Time) (j Job, ok bool, err error) {
+	err = l.store.Update(ctx, func(tx Tx) error {
+		ok = false
+		var found bool
+		var err error
+		if j, found, err = tx.Job(key); err != nil || !found || now.Before(j.Lease) {
+			return err
+		}
+		switch {
+		case j.State == JobPending:
+			code := CodeInterrupted
+			if j.Delivering {
+				code = CodeDeliveryCut
+			}
+			j.Owner, j.Lease = owner, until
+			if j, err = l.refundTx(tx, j, code, now, true); err != nil {
+				return err
+			}
+		case j.NoticeOwed:
+			j.Owner, j.Lease = owner, until
+			if err := tx.PutJob(j); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+		ok = true
+		return nil
+	})
+	if err != nil {
+		return Job{}, false, wrapStore("reclaim "+key, err)
+	}
+	return j, ok, nil
 }
 
 // Delivering records that a pending job's result is about to be sent, so a

@@ -30,6 +30,18 @@ type Config struct {
 	DeliveryTimeout time.Duration // budget to send the result: in a busy group it may wait minutes for the platform's send budget
 	ProgressEvery   time.Duration // elapsed-time progress while generating
 
+	// Instance names this process in the jobs it owns ("" = a random
+	// name); it must differ between processes sharing a ledger.
+	Instance string
+	// Lease is how long a job's process vouches for it without renewing:
+	// it renews every Lease/3 while the job runs (Watch), and on a shared
+	// ledger any instance refunds a pending job whose lease passed.
+	Lease time.Duration
+	// Platforms are those this instance serves, to tell users on (nil =
+	// all): on a shared ledger it leaves the notices of the others to
+	// instances that serve them.
+	Platforms []Platform
+
 	Quotas Quotas
 }
 
@@ -47,6 +59,7 @@ func DefaultConfig() Config {
 		JobTimeout:      5 * time.Minute,
 		DeliveryTimeout: 10 * time.Minute,
 		ProgressEvery:   5 * time.Second,
+		Lease:           30 * time.Second,
 	}
 }
 
@@ -62,6 +75,7 @@ func (c *Config) defaults() {
 	setDefault(&c.JobTimeout, d.JobTimeout)
 	setDefault(&c.DeliveryTimeout, d.DeliveryTimeout)
 	setDefault(&c.ProgressEvery, d.ProgressEvery)
+	setDefault(&c.Lease, d.Lease)
 }
 
 func setDefault[T int | time.Duration](p *T, v T) {
@@ -112,8 +126,11 @@ type Service struct {
 	now     func() time.Time
 	metrics Metrics
 
-	limiter *keyedLimiter
-	sched   *scheduler
+	sched *scheduler
+	// exclusive: the store is this process's alone (Exclusive), so every
+	// job pending in it at start is refunded at once, and no lease is
+	// kept or watched.
+	exclusive bool
 
 	notesMu    sync.Mutex
 	notes      map[string]string // status references not yet written
@@ -121,8 +138,8 @@ type Service struct {
 
 	mu       sync.Mutex
 	stopping bool
-	perUser  map[string]int
 	active   map[string]*activeJob // reserved jobs not settled yet, by key
+	telling  map[string]int        // refunded jobs whose users this process is telling (Tell), by key
 	inflight int
 	jobs     sync.WaitGroup
 
@@ -157,10 +174,16 @@ func NewService(cfg Config, store Store, gen Generator, opts ...Option) (*Servic
 		log:     slog.Default(),
 		now:     time.Now,
 		metrics: noMetrics{},
-		limiter: newKeyedLimiter(cfg.Rate, cfg.Burst),
-		perUser: map[string]int{},
 		active:  map[string]*activeJob{},
+		telling: map[string]int{},
 		notes:   map[string]string{},
+	}
+	s.ledger = s.ledger.Limited(UserLimits{Rate: cfg.Rate, Burst: cfg.Burst, Jobs: cfg.PerUserJobs})
+	if ex, ok := store.(Exclusive); ok {
+		s.exclusive = ex.Exclusive()
+	}
+	if s.cfg.Instance == "" {
+		s.cfg.Instance = "imaginebot-" + randomName()
 	}
 	for _, m := range cfg.Models {
 		if m.Cost <= 0 {
@@ -325,13 +348,7 @@ func (s *Service) submit(ctx context.Context, req Request, rep Reporter, done fu
 	userKey := req.User.Key()
 	now := s.now()
 
-	wait, cancelRate := s.limiter.reserve(userKey, now)
-	if wait > 0 {
-		return &Error{Code: CodeRateLimited, RetryAfter: wait,
-			Err: fmt.Errorf("core: %s rate limited for %s", userKey, wait)}
-	}
-	if err := s.admit(userKey); err != nil {
-		cancelRate()
+	if err := s.admit(); err != nil {
 		return err
 	}
 	job, _, err := s.ledger.Reserve(ctx, Job{
@@ -344,10 +361,11 @@ func (s *Service) submit(ctx context.Context, req Request, rep Reporter, done fu
 		Units:   units(model, req),
 		ReplyTo: req.ReplyTo,
 		Lang:    req.Lang,
+		Owner:   s.cfg.Instance,
+		Lease:   now.Add(s.cfg.Lease),
 	}, now)
 	if err != nil {
-		s.leave(userKey)
-		cancelRate()
+		s.leave()
 		if c := ErrorCode(err); c != CodeDuplicate && c != CodeQuotaExceeded && c != CodeBanned {
 			log.Error("reserve failed", "err", err)
 		}
@@ -364,29 +382,16 @@ func (s *Service) submit(ctx context.Context, req Request, rep Reporter, done fu
 	}, func(release func(), err error) {
 		r, err := s.run(jctx, release, err, job, model, prompt, req, rep, log, now)
 		s.metrics.JobDone(req.User.Platform, model.Name, ErrorCode(err))
-		if noFault(err) {
-			s.limiter.giveBack(userKey) // "try again in a minute" must not meet "too fast"
-		}
 		s.untrack(job.Key)
 		stopHard()
 		cancel()
 		cancelCause(nil)
 		// Settled in the ledger: Shutdown need not wait for the adapter
 		// telling the user (the adapter's own Wait does).
-		s.leave(userKey)
+		s.leave()
 		done(r, err)
 	})
 	return nil
-}
-
-// noFault reports whether err ended a reserved job through no fault of its
-// user: everything but success, a refusal of the prompt and a cancel.
-func noFault(err error) bool {
-	switch ErrorCode(err) {
-	case "", CodeRefused, CodeCancelled:
-		return false
-	}
-	return true
 }
 
 // activeJob is a reserved job that can still be cancelled.
@@ -499,33 +504,27 @@ func (s *Service) validate(req *Request) (Model, string, error) {
 	return m, prompt, nil
 }
 
-// admit applies the per-user concurrency cap and the queue cap, and counts
-// the job in flight for Shutdown.
-func (s *Service) admit(user string) error {
+// admit applies this instance's queue cap and counts the job in flight for
+// Shutdown. The per-user limits are the ledger's (Reserve), so that they
+// hold across instances.
+func (s *Service) admit() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.stopping:
 		return &Error{Code: CodeShuttingDown}
-	case s.perUser[user] >= s.cfg.PerUserJobs:
-		return &Error{Code: CodeTooManyJobs, Limit: s.cfg.PerUserJobs,
-			Err: fmt.Errorf("core: %s has %d jobs in flight", user, s.perUser[user])}
 	case s.inflight >= s.cfg.Concurrency+s.cfg.QueueCap:
 		return &Error{Code: CodeQueueFull, Limit: s.cfg.QueueCap,
 			Err: fmt.Errorf("core: %d jobs in flight", s.inflight)}
 	}
-	s.perUser[user]++
 	s.inflight++
 	s.jobs.Add(1)
 	return nil
 }
 
-func (s *Service) leave(user string) {
+func (s *Service) leave() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.perUser[user]--; s.perUser[user] <= 0 {
-		delete(s.perUser, user)
-	}
 	s.inflight--
 	s.jobs.Done()
 }
@@ -674,35 +673,6 @@ func (s *Service) fail(ctx context.Context, log *slog.Logger, job Job, err error
 	}
 	log.Warn("job failed", "code", e.Code, "err", e.Err)
 	return e
-}
-
-// Recover refunds jobs left pending by a crash and returns every job whose
-// user is still to be told (these, and those a crash during an earlier
-// notice left): Outcome is CodeDeliveryCut for a job whose result was being
-// sent (it may have arrived), CodeInterrupted otherwise. Adapters tell the
-// users and call Notified for each; a notice not confirmed is returned
-// again at the next start. Call it before accepting new jobs.
-func (s *Service) Recover(ctx context.Context) ([]Job, error) {
-	pending, err := s.store.PendingJobs(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("core: recover: %w", err)
-	}
-	for _, j := range pending {
-		code := CodeInterrupted
-		if j.Delivering {
-			code = CodeDeliveryCut
-		}
-		if err := s.ledger.RefundOwingNotice(ctx, j.Key, code, s.now()); err != nil {
-			return nil, fmt.Errorf("core: recover %s: %w", j.Key, err)
-		}
-		s.metrics.Recovered(code)
-		s.log.Warn("refunded job interrupted by a restart", "job", j.Key, "user", j.Account.User, "outcome", code)
-	}
-	owed, err := s.store.OwedNotices(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("core: recover: %w", err)
-	}
-	return owed, nil
 }
 
 // Notified records that the user of a recovered job was told (or cannot

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Tx is one storage transaction. Reads see the transaction's own writes.
@@ -22,6 +23,15 @@ type Tx interface {
 	// secret), and whether it is set.
 	Setting(name string) (string, bool, error)
 	PutSetting(name, value string) error
+	// Limit returns a user's stored per-user limits (rate tokens, jobs in
+	// flight), or a zero UserLimit with User set.
+	Limit(user string) (UserLimit, error)
+	PutLimit(l UserLimit) error
+	// Claim records, in this transaction, that the event key was acted on
+	// at, and reports whether it is the first time: an event delivered to
+	// two instances sharing the ledger acts once. A rolled-back
+	// transaction claims nothing.
+	Claim(key string, at time.Time) (fresh bool, err error)
 }
 
 // Store is the durable ledger. Update's fn may run more than once (group
@@ -40,6 +50,13 @@ type Store interface {
 	// Audit lists a scope's audit entries, newest first ("" = all scopes).
 	Audit(ctx context.Context, scope string, limit int) ([]AuditEntry, error)
 }
+
+// Exclusive is implemented by stores that one process holds at a time (a
+// bbolt file is locked while it is open). Exclusive reports whether this
+// one is: then every job pending in it at start was left by a process that
+// is gone, and Recover refunds them all without waiting for their leases.
+// Stores without the method are shared.
+type Exclusive interface{ Exclusive() bool }
 
 // ErrTxReadOnly is returned by writes inside View.
 var ErrTxReadOnly = errors.New("core: write in a read-only transaction")

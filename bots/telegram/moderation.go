@@ -144,7 +144,9 @@ func (b *Bot) quota(ctx context.Context, m *models.Message, args string) {
 		b.replyText(ctx, m, tr(lang).Self(bal, time.Now()))
 		return
 	}
-	a := chat.Action{Name: c.op, Actor: core.Actor{User: me, Role: core.RoleUser}, Scope: scope, N: c.n}
+	// The message is the event: redelivered, to this instance or another
+	// sharing the ledger, its change is made once.
+	a := chat.Action{Name: c.op, Actor: core.Actor{User: me, Role: core.RoleUser, Event: messageEvent(m)}, Scope: scope, N: c.n}
 	if !c.clear {
 		a.Daily = &c.n
 	}
@@ -166,6 +168,9 @@ func (b *Bot) quota(ctx context.Context, m *models.Message, args string) {
 		}
 	}
 	text, err := chat.Do(ctx, b.svc, a, tr(lang), b.svc.Limits().Quotas.Location)
+	if core.ErrorCode(err) == core.CodeDuplicate {
+		return // answered where it was first handled
+	}
 	if err != nil {
 		text = tr(lang).Error(err, syntax)
 	}
@@ -264,6 +269,11 @@ func (b *Bot) audit(ctx context.Context, m *models.Message, args string) {
 		text = tr(lang).Error(err, syntax)
 	}
 	b.replyText(ctx, m, text)
+}
+
+// messageEvent names the event of a command message: its chat and id.
+func messageEvent(m *models.Message) string {
+	return "telegram:message:" + strconv.FormatInt(m.Chat.ID, 10) + ":" + strconv.Itoa(m.ID)
 }
 
 // targetName shows a user key as the name the bot knows, if any.

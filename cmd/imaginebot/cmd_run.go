@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -177,18 +178,24 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 			return nil
 		})
 	}
-	if jobs := platformJobs(interrupted, core.PlatformTelegram); len(jobs) > 0 && tg != nil {
-		g.Go(func() error {
-			tg.NotifyInterrupted(gctx, jobs)
-			return nil
-		})
+	// Users of jobs a crash cut off are told by the platform that has them;
+	// on a shared ledger Watch also takes over the jobs of instances that
+	// stopped renewing their leases.
+	notify := func(ctx context.Context, jobs []core.Job) {
+		var tell sync.WaitGroup
+		if jobs := platformJobs(jobs, core.PlatformTelegram); len(jobs) > 0 && tg != nil {
+			tell.Go(func() { tg.NotifyInterrupted(ctx, jobs) })
+		}
+		if jobs := platformJobs(jobs, core.PlatformDiscord); len(jobs) > 0 && dc != nil {
+			tell.Go(func() { dc.NotifyInterrupted(ctx, jobs) })
+		}
+		tell.Wait()
 	}
-	if jobs := platformJobs(interrupted, core.PlatformDiscord); len(jobs) > 0 && dc != nil {
-		g.Go(func() error {
-			dc.NotifyInterrupted(gctx, jobs)
-			return nil
-		})
-	}
+	g.Go(func() error {
+		svc.Tell(gctx, interrupted, notify)
+		return nil
+	})
+	g.Go(func() error { return svc.Watch(gctx, notify) })
 	addr := ""
 	if ln != nil {
 		addr = ln.Addr().String()
@@ -200,7 +207,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 	if dc != nil {
 		platforms = append(platforms, "discord", cfg.Discord.Mode)
 	}
-	log.Info("imaginebot started", append([]any{"version", version, "db", ledgerName(cfg.Storage), "models", len(cfg.Models), "http", addr}, platforms...)...)
+	log.Info("imaginebot started", append([]any{"version", version, "instance", svc.Limits().Instance, "db", ledgerName(cfg.Storage), "models", len(cfg.Models), "http", addr}, platforms...)...)
 	if ready != nil {
 		ready(addr)
 	}

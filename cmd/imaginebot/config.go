@@ -113,6 +113,10 @@ type StorageConfig struct {
 	DSN          string        `yaml:"dsn"`
 	Path         string        `yaml:"path"`
 	JobRetention time.Duration `yaml:"job_retention"`
+	// JobLease is how long a process vouches for its running jobs between
+	// renewals: on a shared ledger, a job not renewed for that long is
+	// refunded by another instance (its own process died).
+	JobLease time.Duration `yaml:"job_lease"`
 	// AdminSocket is where the running bot takes quota and backup commands.
 	AdminSocket string `yaml:"admin_socket"`
 	// adminSocketDerived: admin_socket was not set and follows path.

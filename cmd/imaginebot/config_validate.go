@@ -62,6 +62,7 @@ func (c *Config) applyDefaults() {
 	def(&c.Storage.Driver, driverBolt)
 	def(&c.Storage.Path, "imaginebot.db")
 	def(&c.Storage.JobRetention, 90*24*time.Hour)
+	def(&c.Storage.JobLease, core.DefaultConfig().Lease)
 	if c.Storage.AdminSocket == "" {
 		c.Storage.AdminSocket, c.Storage.adminSocketDerived = c.Storage.Path+".sock", true
 	}
@@ -228,6 +229,9 @@ func (c *Config) validate() []string {
 	}
 	if c.Storage.JobRetention < time.Hour {
 		p.add("storage.job_retention", "%s is too short; keep job records at least 1h (default 2160h = 90 days)", c.Storage.JobRetention)
+	}
+	if d := c.Storage.JobLease; d < time.Second || d > time.Hour {
+		p.add("storage.job_lease", "%s is out of range; use 1s to 1h (default 30s): a job whose process dies is refunded this long after", d)
 	}
 	if d := *c.Shutdown.Drain; d < 0 || d > time.Hour {
 		p.add("shutdown.drain", "%s is out of range; use 0s (cancel at once) to 1h (default 60s)", d)

@@ -160,10 +160,10 @@ func TestMigrateCommand(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "schema version 0; would apply: 0001_ledger"},
-		{nil, "would apply: 0001_ledger"}, // a dry run changed nothing
-		{[]string{"-apply"}, "applied 0001_ledger; schema version 1"},
-		{nil, "schema version 1, up to date"},
+		{nil, "schema version 0; would apply: 0001_ledger, 0002_leases_limits"},
+		{nil, "would apply: 0001_ledger, 0002_leases_limits"}, // a dry run changed nothing
+		{[]string{"-apply"}, "applied 0001_ledger, 0002_leases_limits; schema version 2"},
+		{nil, "schema version 2, up to date"},
 	}
 	for _, s := range steps {
 		code, out, errOut := runCLI(t, env, append([]string{"migrate", "-config", cfg}, s.args...)...)
@@ -207,7 +207,9 @@ func TestExportToPostgres(t *testing.T) {
 	if _, err := svc.Ban(ctx, core.CLIActor(), core.AccountKey{Scope: "discord:guild:15000000001", User: "discord:16000000001"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := core.NewLedger(db, core.Quotas{DefaultDaily: 5}).Reserve(ctx, core.Job{Key: "telegram:update:1", Account: alice, Units: 2, Created: time.Now()}, time.Now()); err != nil {
+	lease := time.Date(2025, 3, 10, 12, 1, 30, 123456789, time.UTC)
+	if _, _, err := core.NewLedger(db, core.Quotas{DefaultDaily: 5}).Reserve(ctx, core.Job{Key: "telegram:update:1", Account: alice, Units: 2,
+		Owner: "imaginebot-a", Lease: lease, Created: time.Now()}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -228,6 +230,11 @@ func TestExportToPostgres(t *testing.T) {
 	}
 	if audit, err := pg.Audit(ctx, "", 10); err != nil || len(audit) != 3 {
 		t.Fatalf("audit in PostgreSQL: %d entries, %v", len(audit), err)
+	}
+	// A job comes with its owner and lease (per-user limits and claimed
+	// events are not exported: see bolt.Contents).
+	if pending, err := pg.PendingJobs(ctx); err != nil || len(pending) != 1 || pending[0].Owner != "imaginebot-a" || !pending[0].Lease.Equal(lease) {
+		t.Fatalf("pending jobs in PostgreSQL: %+v, %v; want telegram:update:1 owned by imaginebot-a until %v", pending, err, lease)
 	}
 	if code, _, errOut := runCLI(t, env, "export", "-config", cfg, "-db", path, "-to", "postgres"); code == 0 || !strings.Contains(errOut, "export into an empty database") {
 		t.Fatalf("second export: exit %d %s", code, errOut)

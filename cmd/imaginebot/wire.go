@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -44,8 +45,36 @@ func coreConfig(c *Config) (core.Config, error) {
 		QueueCap:        max(*c.Limits.QueueCap, 0),
 		JobTimeout:      c.Limits.JobTimeout,
 		DeliveryTimeout: c.Limits.DeliveryTimeout,
+		Instance:        instanceName(),
+		Platforms:       c.platforms(),
+		Lease:           c.Storage.JobLease,
 		Quotas:          core.Quotas{Location: loc, DefaultDaily: *c.Quotas.Daily, ScopeDaily: c.Quotas.Scopes},
 	}, nil
+}
+
+// platforms are those the configuration serves.
+func (c *Config) platforms() []core.Platform {
+	out := []core.Platform{}
+	if c.Telegram.Token != "" {
+		out = append(out, core.PlatformTelegram)
+	}
+	if c.Discord.Token != "" {
+		out = append(out, core.PlatformDiscord)
+	}
+	return out
+}
+
+// instanceName names this process in the jobs it owns: the host (a
+// container's, a pod's) and the process, with a random part so that a
+// restarted process is never taken for the one before it.
+func instanceName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "imaginebot"
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 }
 
 // newGenerator builds the upstream client with its safe image fetcher;

@@ -18,8 +18,10 @@ import (
 	"github.com/imaginebot/imaginebot/core"
 )
 
-// schemaVersion is the layout described in the package documentation.
-const schemaVersion = 2
+// schemaVersion is the layout described in the package documentation. An
+// older build refuses a file of a newer version: version 3 added the limits
+// and events buckets, which a version 2 build would neither keep nor check.
+const schemaVersion = 3
 
 // maxGroup caps how many Updates share one transaction: a bigger group makes
 // its members wait longer and makes a rollback-and-retry more expensive.
@@ -42,11 +44,13 @@ var (
 	bucketHistory    = []byte("history")
 	bucketAudit      = []byte("audit")
 	bucketAuditScope = []byte("audit_scope")
+	bucketLimits     = []byte("limits")
+	bucketEvents     = []byte("events")
 
 	keySchemaVersion = []byte("schema_version")
 
 	allBuckets = [][]byte{bucketAccounts, bucketScopes, bucketJobs, bucketPending, bucketNotices,
-		bucketHistory, bucketAudit, bucketAuditScope}
+		bucketHistory, bucketAudit, bucketAuditScope, bucketLimits, bucketEvents}
 )
 
 // commitMode is how Update turns calls into bbolt transactions.
@@ -116,7 +120,10 @@ type DB struct {
 	observe func(calls int, d time.Duration)
 }
 
-var _ core.Store = (*DB)(nil)
+var (
+	_ core.Store     = (*DB)(nil)
+	_ core.Exclusive = (*DB)(nil)
+)
 
 // Open opens or creates the ledger at path (mode 0600, parent directories
 // 0700), upgrading its layout if needed. Another process holding the file
@@ -178,8 +185,9 @@ func (db *DB) migrate() error {
 			case n > schemaVersion:
 				return fmt.Errorf("%w (schema version %d, this build knows %d): upgrade imaginebot", ErrNewerSchema, n, schemaVersion)
 			}
-			// Version 1 lacked the notices bucket, which starts empty: creating
-			// it below is the whole upgrade.
+			// Version 1 lacked the notices bucket, version 2 the limits and
+			// events buckets; all start empty: creating them below is the
+			// whole upgrade.
 		}
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -207,6 +215,11 @@ func (db *DB) Close() error {
 
 // Path is the file's path.
 func (db *DB) Path() string { return db.path }
+
+// Exclusive reports that one process holds the ledger (core.Exclusive):
+// the file is locked while it is open, so every job pending in it at Open
+// was left by a process that is gone.
+func (db *DB) Exclusive() bool { return true }
 
 // Update runs fn in a read-write transaction and returns once it is durable.
 //

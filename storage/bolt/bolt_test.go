@@ -49,6 +49,15 @@ func TestStore(t *testing.T) {
 	}
 }
 
+// TestExclusive: an open ledger file is locked, so the store is one
+// process's (core.Exclusive): recovery need not wait for leases.
+func TestExclusive(t *testing.T) {
+	var s core.Store = openTemp(t)
+	if e, ok := s.(core.Exclusive); !ok || !e.Exclusive() {
+		t.Errorf("bolt.DB implements core.Exclusive %t; want it, reporting true", ok)
+	}
+}
+
 func TestOpenCreatesPrivateFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "dir", "ledger.db")
 	db, err := bolt.Open(path)
@@ -128,9 +137,10 @@ func TestSchemaVersion(t *testing.T) {
 		version string
 		wantErr error
 	}{
-		{"current", "2", nil},
+		{"current", "3", nil},
+		{"version 2, upgraded", "2", nil},
 		{"version 1, upgraded", "1", nil},
-		{"newer", "3", bolt.ErrNewerSchema},
+		{"newer", "4", bolt.ErrNewerSchema},
 		{"garbage", "x", errors.New("not valid")},
 	}
 	for _, tc := range tests {
@@ -163,11 +173,13 @@ func TestSchemaVersion(t *testing.T) {
 				}
 				defer raw.Close()
 				raw.View(func(tx *bbolt.Tx) error {
-					if v := tx.Bucket([]byte("meta")).Get([]byte("schema_version")); string(v) != "2" {
-						t.Errorf("schema_version = %q after Open, want 2", v)
+					if v := tx.Bucket([]byte("meta")).Get([]byte("schema_version")); string(v) != "3" {
+						t.Errorf("schema_version = %q after Open, want 3", v)
 					}
-					if tx.Bucket([]byte("notices")) == nil {
-						t.Error("no notices bucket after Open")
+					for _, name := range []string{"notices", "limits", "events"} {
+						if tx.Bucket([]byte(name)) == nil {
+							t.Errorf("no %s bucket after Open", name)
+						}
 					}
 					return nil
 				})
@@ -196,6 +208,75 @@ func TestSchemaVersion(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// TestUpgradeFromVersion2: a version 2 ledger (no limits or events buckets,
+// jobs without owner or lease) opens as version 3 with everything it held,
+// and takes limits and claims at once.
+func TestUpgradeFromVersion2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db, err := bolt.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	now := time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
+	k := core.AccountKey{Scope: "discord:g1", User: "discord:1"}
+	if err := db.Update(ctx, func(tx core.Tx) error { return tx.PutAccount(core.Account{Key: k, Credits: 5}) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := core.NewLedger(db, core.Quotas{}).Reserve(ctx, core.Job{Key: "k1", Account: k, Units: 1}, now); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	// Make it the file a version 2 build wrote.
+	raw, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = raw.Update(func(tx *bbolt.Tx) error {
+		for _, name := range []string{"limits", "events"} {
+			if err := tx.DeleteBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket([]byte("meta")).Put([]byte("schema_version"), []byte("2"))
+	})
+	raw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bolt.Verify(path); err == nil {
+		t.Fatal("Verify accepted a version 2 file as this build's layout")
+	}
+
+	db, err = bolt.Open(path)
+	if err != nil {
+		t.Fatalf("Open of a version 2 file: %v", err)
+	}
+	defer db.Close()
+	pending, err := db.PendingJobs(ctx)
+	if err != nil || len(pending) != 1 || pending[0].Key != "k1" || pending[0].Owner != "" || !pending[0].Lease.IsZero() {
+		t.Errorf("PendingJobs after the upgrade = %+v, %v; want k1, no owner or lease", pending, err)
+	}
+	var fresh bool
+	err = db.Update(ctx, func(tx core.Tx) error {
+		if a, err := tx.Account(k); err != nil || a.Credits != 4 {
+			return errors.Join(err, fmt.Errorf("account after the upgrade: %+v", a))
+		}
+		if err := tx.PutLimit(core.UserLimit{User: k.User, Tokens: 0.5, At: now, InFlight: 1}); err != nil {
+			return err
+		}
+		fresh, err = tx.Claim("discord:interaction:1", now)
+		return err
+	})
+	if err != nil || !fresh {
+		t.Fatalf("limit and claim after the upgrade: fresh %t, %v", fresh, err)
+	}
+	db.Close()
+	if err := bolt.Verify(path); err != nil {
+		t.Errorf("Verify after the upgrade: %v", err)
 	}
 }
 
@@ -455,6 +536,86 @@ func TestGroupCommitFailures(t *testing.T) {
 	}
 	if r := after.Rollbacks - before.Rollbacks; r != 3 { // one per fn that failed after writing
 		t.Errorf("%d rollbacks, want 3", r)
+	}
+}
+
+// The new writes of a Tx count as writes for the group: an fn that fails
+// after a Claim or a PutLimit (and nothing else) has its transaction rolled
+// back, so the next fn of its group finds the event unclaimed and the limit
+// unwritten, and only that one's work is committed.
+func TestGroupCommitRollsBackClaimsAndLimits(t *testing.T) {
+	at := time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
+	errLate := errors.New("fails after writing")
+	tests := []struct {
+		name  string
+		write func(tx core.Tx) error           // the failing fn's only write
+		next  func(tx core.Tx) (string, error) // the next fn in the group: what it finds
+		want  string
+	}{
+		{"claim",
+			func(tx core.Tx) error { _, err := tx.Claim("e1", at); return err },
+			func(tx core.Tx) (string, error) {
+				fresh, err := tx.Claim("e1", at)
+				return fmt.Sprint("fresh ", fresh), err
+			},
+			"fresh true"},
+		{"limit",
+			func(tx core.Tx) error {
+				return tx.PutLimit(core.UserLimit{User: "discord:1", Tokens: 0.5, At: at, InFlight: 3})
+			},
+			func(tx core.Tx) (string, error) {
+				l, err := tx.Limit("discord:1")
+				return fmt.Sprint("in flight ", l.InFlight), err
+			},
+			"in flight 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTemp(t)
+			release := blockGroup(t, db, t.Context())
+			failed := make(chan error, 1)
+			go func() {
+				failed <- db.Update(t.Context(), func(tx core.Tx) error {
+					if err := tc.write(tx); err != nil {
+						return err
+					}
+					return errLate
+				})
+			}()
+			waitQueued(t, db, 1) // queued first: runs first in the group
+			var seen string
+			next := make(chan error, 1)
+			go func() {
+				next <- db.Update(t.Context(), func(tx core.Tx) error {
+					var err error
+					seen, err = tc.next(tx)
+					if err != nil {
+						return err
+					}
+					return putScopeFn("next")(tx)
+				})
+			}()
+			waitQueued(t, db, 2)
+			before := db.GroupStats()
+			if err := release(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-failed; !errors.Is(err, errLate) {
+				t.Errorf("failing Update = %v, want its error", err)
+			}
+			if err := <-next; err != nil {
+				t.Fatal(err)
+			}
+			if seen != tc.want {
+				t.Errorf("the next fn in the group found %q, want %q", seen, tc.want)
+			}
+			if r := db.GroupStats().Rollbacks - before.Rollbacks; r != 1 {
+				t.Errorf("%d rollbacks, want 1", r)
+			}
+			if !scopeExists(t, db, "next") {
+				t.Error("the next fn's write was lost")
+			}
+		})
 	}
 }
 
@@ -734,12 +895,25 @@ func TestFileLayout(t *testing.T) {
 		if err := tx.PutAccount(core.Account{Key: k, Daily: &zero, Credits: 3}); err != nil {
 			return err
 		}
+		if err := tx.PutLimit(core.UserLimit{User: k.User, Tokens: 1.5, At: created, InFlight: 2}); err != nil {
+			return err
+		}
+		if _, err := tx.Claim("discord:interaction:7", created); err != nil {
+			return err
+		}
 		return tx.AppendAudit(core.AuditEntry{Time: created, Scope: k.Scope, Actor: "discord:9", Role: core.RoleOwner, Action: "grant"})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := core.NewLedger(db, core.Quotas{}).Reserve(ctx, core.Job{Key: "job1", Account: k, Units: 1}, created); err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(ctx, func(tx core.Tx) error {
+		return tx.PutJob(core.Job{Key: "job2", Account: k, State: core.JobPending, Created: created,
+			Owner: "imaginebot-a", Lease: created.Add(90 * time.Second)})
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -759,13 +933,16 @@ func TestFileLayout(t *testing.T) {
 		bucket, key string
 		contains    []string // in the value; nil = the value must be empty
 	}{
-		{"meta", "schema_version", []string{"2"}},
+		{"meta", "schema_version", []string{"3"}},
 		{"accounts", "discord:g1\x00discord:1", []string{`"daily":0`, `"credits":2`, `"scope":"discord:g1"`}},
 		{"jobs", "job1", []string{`"state":"pending"`, `"units":1`, `"from_credits":1`, `"created":"2025-03-10T12:00:00Z"`}},
 		{"pending", "job1", nil},
 		{"history", "discord:g1\x00discord:1\x00" + string(nanos) + "\x00job1", []string{"job1"}},
 		{"audit", string(seq1), []string{`"action":"grant"`, `"role":"owner"`}},
 		{"audit_scope", "discord:g1\x00" + string(seq1), nil},
+		{"jobs", "job2", []string{`"owner":"imaginebot-a"`, `"lease":"2025-03-10T12:01:30Z"`}},
+		{"limits", "discord:1", []string{`"user":"discord:1"`, `"tokens":1.5`, `"at":"2025-03-10T12:00:00Z"`, `"in_flight":2`}},
+		{"events", "discord:interaction:7", []string{"2025-03-10T12:00:00Z"}},
 	}
 	raw.View(func(tx *bbolt.Tx) error {
 		for _, tc := range tests {

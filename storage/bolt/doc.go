@@ -1,7 +1,7 @@
 // Package bolt is the bbolt implementation of core.Store: the durable ledger
 // of quotas, reservations, jobs and the moderators' audit log, in one file.
 //
-// # Bucket layout (schema version 2)
+// # Bucket layout (schema version 3)
 //
 // Values are JSON objects with snake_case field names, so the file can be
 // read with the bbolt command-line tools and a newer build can add fields
@@ -9,7 +9,7 @@
 // scopes, user keys and job keys may therefore not contain NUL.
 //
 //	bucket       key                                         value
-//	meta         "schema_version"                            "2" (decimal text)
+//	meta         "schema_version"                            "3" (decimal text)
 //	meta         "setting:" name                             a value the bot keeps (the pseudonym secret)
 //	accounts     scope \x00 user                             account JSON
 //	scopes       scope                                       scope settings JSON
@@ -19,6 +19,8 @@
 //	history      scope \x00 user \x00 created \x00 job key   job key
 //	audit        seq                                         audit entry JSON
 //	audit_scope  scope \x00 seq                              empty; entries with a non-empty scope
+//	limits       user                                        per-user limits JSON (rate tokens, jobs in flight)
+//	events       event key                                   when it was claimed (RFC 3339 text, nanoseconds)
 //
 // created is the job's creation time as 8 big-endian bytes: Unix nanoseconds
 // with the sign bit flipped, so byte order is time order. seq is the audit
@@ -28,9 +30,16 @@
 // history entries are maintained by Tx.PutJob in the same transaction as the
 // job itself, so they can never disagree with the jobs bucket.
 //
+// A job's owner and lease (the instance running it, and until when it
+// vouches for it) are the job JSON's "owner" and "lease", absent when unset.
+// An event key in events was acted on once (Tx.Claim); PruneJobs deletes the
+// claims older than its cutoff with the old jobs.
+//
 // A file whose schema_version is newer than this build knows is refused at
 // Open; older layouts are upgraded there, in one transaction (version 1
-// had no notices bucket: the upgrade creates it empty).
+// had no notices bucket, version 2 no limits and events buckets: the
+// upgrade creates them empty). A build of version 2 refuses a version 3
+// file, which is right: it would not keep the limits.
 //
 // # Durability and group commit
 //

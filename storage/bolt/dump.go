@@ -9,7 +9,14 @@ import (
 	"github.com/imaginebot/imaginebot/core"
 )
 
-// Contents is everything a ledger holds, for moving it to another store.
+// Contents is everything a ledger holds, for moving it to another store
+// (imaginebot export -to postgres). Jobs come with every core.Job field,
+// their Owner and Lease among them. Left out on purpose are the per-user
+// limits and the claimed events, short-lived state rather than records: in
+// the new store a user's rate bucket starts full and the count of jobs in
+// flight at zero (settling a job carried over floors it at zero), and a
+// claim guards against one event acting twice in running instances, while
+// the bot is stopped for an export.
 type Contents struct {
 	Accounts []core.Account
 	Scopes   []core.ScopeSettings

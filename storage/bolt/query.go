@@ -127,29 +127,97 @@ func (db *DB) Audit(ctx context.Context, scope string, limit int) ([]core.AuditE
 // PruneJobs deletes finished (committed or refunded) jobs created before
 // olderThan, with their history entries, and returns how many went. Pending
 // jobs are kept whatever their age: start-up recovery still owes them a
-// refund. It works in chunks of short transactions, so it can run while the
-// bot serves.
+// refund. It also deletes the events claimed (Tx.Claim) before olderThan,
+// which it does not count: an event older than the cutoff is not delivered
+// again, so its claim has nothing left to guard (a platform redelivers
+// within minutes, and the job of an old event key is pruned the same way).
+// It works in chunks of short transactions, so it can run while the bot
+// serves.
 func (db *DB) PruneJobs(ctx context.Context, olderThan time.Time) (int, error) {
+	total, err := db.pruneAll(ctx, olderThan, db.pruneChunk)
+	if err != nil {
+		return total, fmt.Errorf("bolt: prune jobs: %w", err)
+	}
+	events, err := db.pruneAll(ctx, olderThan, db.pruneEventsChunk)
+	if err != nil {
+		return total, fmt.Errorf("bolt: prune events: %w", err)
+	}
+	if total > 0 || events > 0 {
+		db.log.Info("bolt: pruned old jobs", "deleted", total, "events", events, "older_than", olderThan)
+	}
+	return total, nil
+}
+
+// pruneAll runs chunk until it reports the end of its bucket, and returns
+// how many records went.
+func (db *DB) pruneAll(ctx context.Context, olderThan time.Time,
+	chunk func(after []byte, olderThan time.Time) (int, []byte, error)) (int, error) {
 	total := 0
 	var after []byte // the last key looked at; the next chunk starts past it
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		n, last, err := db.pruneChunk(after, olderThan)
+		n, last, err := chunk(after, olderThan)
 		total += n
 		if err != nil {
-			return total, fmt.Errorf("bolt: prune jobs: %w", err)
+			return total, err
 		}
 		if last == nil {
-			break
+			return total, nil
 		}
 		after = last
 	}
-	if total > 0 {
-		db.log.Info("bolt: pruned old jobs", "deleted", total, "older_than", olderThan)
+}
+
+// seekAfter positions c on the first key after after (the first key when
+// after is nil).
+func seekAfter(c *bbolt.Cursor, after []byte) ([]byte, []byte) {
+	if after == nil {
+		return c.First()
 	}
-	return total, nil
+	k, v := c.Seek(after)
+	if bytes.Equal(k, after) {
+		return c.Next()
+	}
+	return k, v
+}
+
+// pruneEventsChunk deletes up to pruneChunk events claimed before olderThan,
+// with keys after after; last is as for pruneChunk.
+func (db *DB) pruneEventsChunk(after []byte, olderThan time.Time) (n int, last []byte, err error) {
+	err = db.bolt.Update(func(btx *bbolt.Tx) error {
+		t := newTx(btx)
+		var victims [][]byte
+		c := t.events.Cursor()
+		var seen []byte
+		for k, v := seekAfter(c, after); k != nil; k, v = c.Next() {
+			if len(victims) == pruneChunk {
+				last = bytes.Clone(seen)
+				break
+			}
+			seen = k
+			var at time.Time
+			if err := at.UnmarshalText(v); err != nil {
+				return fmt.Errorf("event %q: %w", k, err)
+			}
+			if at.Before(olderThan) {
+				victims = append(victims, bytes.Clone(k))
+			}
+		}
+		// Deleting behind a live cursor skips keys in bbolt: collect, then delete.
+		for _, k := range victims {
+			if err := t.events.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(victims)
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, last, nil
 }
 
 // pruneChunk deletes up to pruneChunk old jobs with keys after after. last is
@@ -160,14 +228,8 @@ func (db *DB) pruneChunk(after []byte, olderThan time.Time) (n int, last []byte,
 		type victim struct{ key, history []byte }
 		var victims []victim
 		c := t.jobs.Cursor()
-		k, v := c.First()
-		if after != nil {
-			if k, v = c.Seek(after); bytes.Equal(k, after) {
-				k, v = c.Next()
-			}
-		}
 		var seen []byte
-		for ; k != nil; k, v = c.Next() {
+		for k, v := seekAfter(c, after); k != nil; k, v = c.Next() {
 			if len(victims) == pruneChunk {
 				last = bytes.Clone(seen)
 				break

@@ -24,7 +24,7 @@ type tx struct {
 	// written, so PutJob after Job (every commit and refund) decodes once.
 	indexed map[string]jobIndexRecord
 
-	meta, accounts, scopes, jobs, pending, notices, history, audit, auditScope *bbolt.Bucket
+	meta, accounts, scopes, jobs, pending, notices, history, audit, auditScope, limits, events *bbolt.Bucket
 }
 
 func newTx(btx *bbolt.Tx) *tx {
@@ -40,6 +40,8 @@ func newTx(btx *bbolt.Tx) *tx {
 		history:    btx.Bucket(bucketHistory),
 		audit:      btx.Bucket(bucketAudit),
 		auditScope: btx.Bucket(bucketAuditScope),
+		limits:     btx.Bucket(bucketLimits),
+		events:     btx.Bucket(bucketEvents),
 	}
 }
 
@@ -241,6 +243,60 @@ func (t *tx) AppendAudit(e core.AuditEntry) error {
 	return nil
 }
 
+func (t *tx) Limit(user string) (core.UserLimit, error) {
+	v := t.limits.Get([]byte(user))
+	if v == nil {
+		return core.UserLimit{User: user}, nil
+	}
+	var r limitRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return core.UserLimit{}, fmt.Errorf("bolt: limit of %s: %w", user, err)
+	}
+	return core.UserLimit{User: user, Tokens: r.Tokens, At: r.At, InFlight: r.InFlight}, nil
+}
+
+func (t *tx) PutLimit(l core.UserLimit) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	if l.User == "" || strings.IndexByte(l.User, 0) >= 0 {
+		return fmt.Errorf("bolt: limit of %q: empty user or contains NUL", l.User)
+	}
+	v, err := json.Marshal(limitRecord{User: l.User, Tokens: l.Tokens, At: l.At, InFlight: l.InFlight})
+	if err != nil {
+		return fmt.Errorf("bolt: limit of %s: %w", l.User, err)
+	}
+	t.wrote = true
+	if err := t.limits.Put([]byte(l.User), v); err != nil {
+		return fmt.Errorf("bolt: limit of %s: %w", l.User, err)
+	}
+	return nil
+}
+
+// Claim is fresh when the events bucket lacks key, and then puts it there,
+// in this transaction: a rollback (of the group, when another fn fails)
+// takes the claim back with everything else.
+func (t *tx) Claim(key string, at time.Time) (bool, error) {
+	if !t.writable {
+		return false, core.ErrTxReadOnly
+	}
+	if key == "" || strings.IndexByte(key, 0) >= 0 {
+		return false, fmt.Errorf("bolt: event %q: empty key or contains NUL", key)
+	}
+	if t.events.Get([]byte(key)) != nil {
+		return false, nil
+	}
+	v, err := at.MarshalText()
+	if err != nil {
+		return false, fmt.Errorf("bolt: event %s: %w", key, err)
+	}
+	t.wrote = true
+	if err := t.events.Put([]byte(key), v); err != nil {
+		return false, fmt.Errorf("bolt: event %s: %w", key, err)
+	}
+	return true, nil
+}
+
 func checkAccountKey(k core.AccountKey) error {
 	if k.Scope == "" || k.User == "" || strings.IndexByte(k.Scope, 0) >= 0 || strings.IndexByte(k.User, 0) >= 0 {
 		return fmt.Errorf("bolt: account %q/%q: empty or contains NUL", k.Scope, k.User)
@@ -331,6 +387,8 @@ type jobRecord struct {
 	Lang         string         `json:"lang,omitempty"`
 	Task         string         `json:"task,omitempty"` // a Midjourney result's task and buttons
 	Buttons      []buttonRecord `json:"buttons,omitempty"`
+	Owner        string         `json:"owner,omitempty"` // the instance running the job
+	Lease        time.Time      `json:"lease,omitzero"`  // until when the owner vouches for it
 	Created      time.Time      `json:"created"`
 	Finished     time.Time      `json:"finished,omitzero"`
 }
@@ -354,6 +412,7 @@ func newJobRecord(j core.Job) jobRecord {
 		State: string(j.State), Outcome: string(j.Outcome), ReplyTo: j.ReplyTo, Lang: string(j.Lang),
 		Status: j.Status, Delivering: j.Delivering, NoticeOwed: j.NoticeOwed,
 		Task: j.Task, Buttons: newButtonRecords(j.Buttons),
+		Owner: j.Owner, Lease: j.Lease,
 		Created: j.Created, Finished: j.Finished,
 	}
 }
@@ -395,8 +454,17 @@ func decodeJob(v []byte) (core.Job, error) {
 		State: core.JobState(r.State), Outcome: core.Code(r.Outcome), ReplyTo: r.ReplyTo, Lang: core.Lang(r.Lang),
 		Status: r.Status, Delivering: r.Delivering, NoticeOwed: r.NoticeOwed,
 		Task: r.Task, Buttons: taskButtons(r.Buttons),
+		Owner: r.Owner, Lease: r.Lease,
 		Created: r.Created, Finished: r.Finished,
 	}, nil
+}
+
+// limitRecord is a user's stored per-user limits (core.UserLimit).
+type limitRecord struct {
+	User     string    `json:"user"`
+	Tokens   float64   `json:"tokens"`
+	At       time.Time `json:"at,omitzero"` // zero = never limited (a full bucket)
+	InFlight int       `json:"in_flight,omitempty"`
 }
 
 type auditRecord struct {

@@ -41,7 +41,7 @@ func TestVerify(t *testing.T) {
 			}
 		}
 	}
-	all := []string{"meta", "accounts", "scopes", "jobs", "pending", "notices", "history", "audit", "audit_scope"}
+	all := []string{"meta", "accounts", "scopes", "jobs", "pending", "notices", "history", "audit", "audit_scope", "limits", "events"}
 	tests := []struct {
 		name    string
 		make    func(t *testing.T, path string)
@@ -57,15 +57,16 @@ func TestVerify(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, ""},
-		{"every bucket, this version", rawBolt("2", all...), ""},
+		{"every bucket, this version", rawBolt("3", all...), ""},
 		{"missing", func(*testing.T, string) {}, "no such file"},
 		{"empty file", func(t *testing.T, path string) { writeTestFile(t, path, "") }, "the file is empty"},
 		{"not bbolt", func(t *testing.T, path string) { writeTestFile(t, path, strings.Repeat("not a database ", 1000)) }, "invalid"},
 		{"a bbolt file of something else", rawBolt("", "other"), "no meta bucket"},
-		{"a bucket missing", rawBolt("2", all[:len(all)-1]...), "no audit_scope bucket"},
-		{"another schema version", rawBolt("3", all...), `schema version "3", want 2`},
+		{"a bucket missing", rawBolt("3", all[:len(all)-1]...), "no events bucket"},
+		{"version 2, not upgraded", rawBolt("2", all[:len(all)-2]...), `schema version "2", want 3`},
+		{"another schema version", rawBolt("4", all...), `schema version "4", want 3`},
 		{"truncated", func(t *testing.T, path string) {
-			rawBolt("2", all...)(t, path)
+			rawBolt("3", all...)(t, path)
 			if err := os.Truncate(path, 4096); err != nil {
 				t.Fatal(err)
 			}

@@ -55,6 +55,14 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"RoundTripScopes", testRoundTripScopes},
 		{"RoundTripJob", testRoundTripJob},
 		{"RoundTripAudit", testRoundTripAudit},
+		{"LimitUnknown", testLimitUnknown},
+		{"RoundTripLimit", testRoundTripLimit},
+		{"LimitRollback", testLimitRollback},
+		{"LimitReadOwnWrites", testLimitReadOwnWrites},
+		{"ClaimOnce", testClaimOnce},
+		{"ClaimRollback", testClaimRollback},
+		{"LimitsViewReadOnly", testLimitsViewReadOnly},
+		{"RoundTripLease", testRoundTripLease},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -62,6 +70,8 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 	t.Run("Concurrency", func(t *testing.T) {
 		t.Run("Reserve1000", func(t *testing.T) { testConcurrentReserve(t, open(t)) })
 		t.Run("Mixed", func(t *testing.T) { testConcurrentMixed(t, open(t)) })
+		t.Run("Claim16", func(t *testing.T) { testConcurrentClaim(t, open(t)) })
+		t.Run("Limit16", func(t *testing.T) { testConcurrentLimit(t, open(t)) })
 	})
 }
 
@@ -814,6 +824,7 @@ func testRoundTripJob(t *testing.T, s core.Store) {
 		ReplyTo: `{"chat":-100123,"msg":77}`, Lang: core.Chinese,
 		Status: "-100123:78", Delivering: true, NoticeOwed: true,
 		Task: "1712345678901234", Buttons: []core.TaskButton{{CustomID: "MJ::JOB::upsample::2::abc", Label: "U2"}, {CustomID: "MJ::JOB::reroll::0::abc", Emoji: "🔄"}},
+		Owner: "imaginebot-host-1 人", Lease: time.Date(2025, 3, 10, 9, 6, 0, 555555555, santiago),
 		Created:  time.Date(2025, 3, 10, 9, 0, 0, 123456789, santiago),
 		Finished: time.Date(2025, 3, 10, 9, 4, 30, 987654321, time.UTC),
 	}
@@ -884,10 +895,10 @@ func requireAllSet(t *testing.T, v any) {
 // sameJob compares jobs with time.Time.Equal for the times: stores need not
 // keep a time's location or monotonic reading, only its instant.
 func sameJob(a, b core.Job) bool {
-	if !a.Created.Equal(b.Created) || !a.Finished.Equal(b.Finished) {
+	if !a.Created.Equal(b.Created) || !a.Finished.Equal(b.Finished) || !a.Lease.Equal(b.Lease) {
 		return false
 	}
-	a.Created, a.Finished = b.Created, b.Finished
+	a.Created, a.Finished, a.Lease = b.Created, b.Finished, b.Lease
 	return reflect.DeepEqual(a, b)
 }
 

@@ -2,6 +2,7 @@ package ledgertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -16,7 +17,9 @@ type Pruner interface {
 }
 
 // RunPrune checks PruneJobs: finished jobs older than the cutoff go (more
-// of them than one prune chunk), pending ones and newer ones stay.
+// of them than one prune chunk), pending ones and newer ones stay; the
+// events claimed before the cutoff go too (their keys are fresh again),
+// those claimed since stay claimed.
 func RunPrune(t *testing.T, db Pruner) {
 	ctx := t.Context()
 	l := core.NewLedger(db, core.Quotas{DefaultDaily: 1 << 20})
@@ -26,6 +29,12 @@ func RunPrune(t *testing.T, db Pruner) {
 	// 2,500 old jobs (more than one prune chunk): every third stays pending.
 	// Written in one transaction: the test is about pruning, not reserving.
 	const old = 2500
+	// As many events, every fifth claimed after the cutoff (the old ones,
+	// more than a chunk, interleaved in key order with those that stay),
+	// and one claimed at the cutoff, which is not before it.
+	eventKey := func(i int) string { return fmt.Sprintf("event-%05d", i) }
+	eventOld := func(i int) bool { return i%5 != 0 }
+	const edgeEvent = "event-at-cutoff"
 	err := db.Update(ctx, func(tx core.Tx) error {
 		for i := range old {
 			j := core.Job{Key: fmt.Sprintf("old-%05d", i), Account: k, Units: 1,
@@ -34,8 +43,16 @@ func RunPrune(t *testing.T, db Pruner) {
 			if err := tx.PutJob(j); err != nil {
 				return err
 			}
+			at := base.Add(time.Duration(i) * time.Second)
+			if !eventOld(i) {
+				at = cutoff.Add(time.Duration(i) * time.Nanosecond)
+			}
+			if fresh, err := tx.Claim(eventKey(i), at); err != nil || !fresh {
+				return errors.Join(err, fmt.Errorf("claim %s: not fresh", eventKey(i)))
+			}
 		}
-		return nil
+		_, err := tx.Claim(edgeEvent, cutoff)
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -72,6 +89,39 @@ func RunPrune(t *testing.T, db Pruner) {
 	pending, err := db.PendingJobs(ctx)
 	if err != nil || len(pending) != wantPending {
 		t.Errorf("%d pending after prune (%v), want %d", len(pending), err, wantPending)
+	}
+	// Every event claimed again, in one transaction that then fails: the
+	// check itself claims nothing.
+	var wrong []string
+	freshOld := 0
+	errCheck := errors.New("check only")
+	err = db.Update(ctx, func(tx core.Tx) error {
+		wrong, freshOld = nil, 0
+		for i := range old {
+			fresh, err := tx.Claim(eventKey(i), cutoff)
+			if err != nil {
+				return err
+			}
+			if fresh != eventOld(i) {
+				wrong = append(wrong, fmt.Sprintf("%s fresh %t", eventKey(i), fresh))
+			}
+			if fresh {
+				freshOld++
+			}
+		}
+		if fresh, err := tx.Claim(edgeEvent, cutoff); err != nil || fresh {
+			return errors.Join(err, fmt.Errorf("%s, claimed at the cutoff, was pruned", edgeEvent))
+		}
+		return errCheck
+	})
+	if !errors.Is(err, errCheck) {
+		t.Fatal(err)
+	}
+	if len(wrong) > 0 {
+		t.Errorf("after the prune, %d events are wrong (an old one still claimed, or a new one pruned): %v", len(wrong), wrong[:min(len(wrong), 5)])
+	}
+	if want := old * 4 / 5; freshOld != want {
+		t.Errorf("%d events pruned, want %d", freshOld, want)
 	}
 	if n, err := db.PruneJobs(ctx, cutoff); err != nil || n != 0 {
 		t.Errorf("second prune = %d, %v; want 0", n, err)

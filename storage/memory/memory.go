@@ -6,6 +6,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/imaginebot/imaginebot/core"
 )
@@ -20,17 +21,43 @@ type Store struct {
 	order    []string // job keys in insertion order, for history
 	audit    []core.AuditEntry
 	settings map[string]string
+	limits   map[string]core.UserLimit
+	events   map[string]time.Time // claimed event keys, when claimed
+	shared   bool
 }
 
-// New returns an empty store.
-func New() *Store {
-	return &Store{
+var (
+	_ core.Store     = (*Store)(nil)
+	_ core.Exclusive = (*Store)(nil)
+)
+
+// Option configures New.
+type Option func(*Store)
+
+// Shared makes the store report itself shared (Exclusive is false), as a
+// database several instances use is: core tests give one such store to two
+// services to play two instances sharing a ledger.
+func Shared() Option { return func(s *Store) { s.shared = true } }
+
+// New returns an empty store, exclusive unless Shared is given.
+func New(opts ...Option) *Store {
+	s := &Store{
 		accounts: map[core.AccountKey]core.Account{},
 		scopes:   map[string]core.ScopeSettings{},
 		jobs:     map[string]core.Job{},
 		settings: map[string]string{},
+		limits:   map[string]core.UserLimit{},
+		events:   map[string]time.Time{},
 	}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
 }
+
+// Exclusive reports whether one process holds the store (core.Exclusive):
+// true, the maps living in it, unless New was given Shared.
+func (s *Store) Exclusive() bool { return !s.shared }
 
 // Update runs fn in a write transaction.
 func (s *Store) Update(ctx context.Context, fn func(core.Tx) error) error {
@@ -44,6 +71,8 @@ func (s *Store) Update(ctx context.Context, fn func(core.Tx) error) error {
 		scopes:   map[string]core.ScopeSettings{},
 		jobs:     map[string]core.Job{},
 		settings: map[string]string{},
+		limits:   map[string]core.UserLimit{},
+		events:   map[string]time.Time{},
 	}
 	if err := fn(tx); err != nil {
 		return err
@@ -63,6 +92,12 @@ func (s *Store) Update(ctx context.Context, fn func(core.Tx) error) error {
 	s.audit = append(s.audit, tx.audit...)
 	for k, v := range tx.settings {
 		s.settings[k] = v
+	}
+	for k, l := range tx.limits {
+		s.limits[k] = l
+	}
+	for k, at := range tx.events {
+		s.events[k] = at
 	}
 	return nil
 }
@@ -144,6 +179,8 @@ type tx struct {
 	newJobs  []string
 	audit    []core.AuditEntry
 	settings map[string]string
+	limits   map[string]core.UserLimit
+	events   map[string]time.Time
 }
 
 func (t *tx) Setting(name string) (string, bool, error) {
@@ -225,4 +262,36 @@ func (t *tx) AppendAudit(e core.AuditEntry) error {
 	}
 	t.audit = append(t.audit, e)
 	return nil
+}
+
+func (t *tx) Limit(user string) (core.UserLimit, error) {
+	if l, ok := t.limits[user]; ok {
+		return l, nil
+	}
+	if l, ok := t.s.limits[user]; ok {
+		return l, nil
+	}
+	return core.UserLimit{User: user}, nil
+}
+
+func (t *tx) PutLimit(l core.UserLimit) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	t.limits[l.User] = l
+	return nil
+}
+
+func (t *tx) Claim(key string, at time.Time) (bool, error) {
+	if !t.writable {
+		return false, core.ErrTxReadOnly
+	}
+	if _, ok := t.events[key]; ok {
+		return false, nil
+	}
+	if _, ok := t.s.events[key]; ok {
+		return false, nil
+	}
+	t.events[key] = at
+	return true, nil
 }

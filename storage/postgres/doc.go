@@ -15,6 +15,8 @@
 //     moderator's grant) waits for the first to commit and then reads the
 //     balance it left, so a read-modify-write never loses an update and
 //     concurrent reservations queue on their account instead of failing.
+//     user_limits, the per-user rate bucket and count of jobs in flight that
+//     the same transactions read and rewrite, are locked the same way.
 //   - scopes and settings, read by many and written rarely, are read without
 //     a lock and written with a compare-and-set on the value read (UPDATE …
 //     WHERE daily IS NOT DISTINCT FROM the value read): reservations in one
@@ -23,6 +25,9 @@
 //   - a row read as missing is later written with a plain INSERT: when
 //     another transaction inserted it meanwhile, the primary key refuses the
 //     insert (23505), and the transaction is retried.
+//   - events are claimed with INSERT … ON CONFLICT DO NOTHING, never read:
+//     a second transaction claiming the same key waits for the first, and
+//     then inserts nothing (or inserts, when the first rolled back).
 //
 // A retry rolls back and runs fn again on a new transaction, after a short
 // random wait, as bbolt's group commit does after a failure: fn is
@@ -46,6 +51,18 @@
 // rolled back, and its retry finds the job and answers CodeDuplicate. The
 // event is charged once.
 //
+// An event that starts no job (a button press, a moderator's command) acts
+// once by its key in table events: Tx.Claim inserts the key in the
+// transaction that acts on it and reports whether this insert made the row.
+// The instance that claimed it first acts; another one claiming it finds the
+// row (after waiting for the first to commit, when it has not yet) and
+// leaves it alone; a transaction rolled back claims nothing. The per-user
+// limits each reservation checks are rows of user_limits, locked like the
+// account, so instances sharing the database enforce one limit between
+// them. A job's owner and lease_ns say which instance runs it and until
+// when it vouches for it: a pending job whose lease has passed is another
+// instance's to refund.
+//
 // # Schema and migrations
 //
 // The schema is the SQL files in migrations/, embedded in the binary and
@@ -61,11 +78,16 @@
 //	table              key             what
 //	accounts           (scope, usr)    balance, overrides, ban, /settings
 //	scopes             scope           a scope's daily allowance override
-//	jobs               key             every job; partial indexes list the pending ones and
-//	                                   those owing a notice; (scope, usr, created) its history
+//	jobs               key             every job, with its owner and lease; partial indexes list
+//	                                   the pending ones and those owing a notice; (scope, usr,
+//	                                   created) its history
 //	audit              seq (identity)  the moderators' log, in append order; indexed by scope
 //	settings           name            values the bot keeps (the pseudonym secret, users seen)
-//	schema_migrations  version         the migrations applied
+//	user_limits        usr             a user's rate bucket (tokens at at_ns) and jobs in flight
+//	events             key             events acted on once, when claimed; indexed by at_ns,
+//	                                   which PruneJobs deletes by with the old jobs
+//	schema_migrations  version         the migrations applied (0002 added owner, lease_ns,
+//	                                   user_limits and events)
 //
 // Times are Unix nanoseconds in bigint columns (NULL for the zero time):
 // timestamptz keeps microseconds, and the ledger round-trips nanoseconds.

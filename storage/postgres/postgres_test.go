@@ -41,6 +41,15 @@ func TestStore(t *testing.T) {
 	})
 }
 
+// TestShared: the database is shared by instances, so the store does not
+// claim to be one process's (core.Exclusive): recovery waits for leases.
+func TestShared(t *testing.T) {
+	db, _ := openDB(t)
+	if _, ok := any(db).(core.Exclusive); ok {
+		t.Error("postgres.DB implements core.Exclusive; instances share it")
+	}
+}
+
 // TestTwoInstances: two pools on one database are two bot instances. The
 // same events delivered to both are charged once, and the account's units
 // are neither lost nor invented however the reservations interleave.
@@ -212,8 +221,8 @@ func TestCheckDSN(t *testing.T) {
 
 // TestConflictsRetry: a transaction whose reads another one invalidated
 // before it wrote runs again and then sees the other's write: a scope or a
-// setting changed under it (compare-and-set), a missing account or job
-// inserted under it (the primary key).
+// setting changed under it (compare-and-set), a missing account, limit or
+// job inserted under it (the primary key).
 func TestConflictsRetry(t *testing.T) {
 	k := core.AccountKey{Scope: "discord:g1", User: "discord:1"}
 	daily := func(n int) *int { return &n }
@@ -255,6 +264,12 @@ func TestConflictsRetry(t *testing.T) {
 			func(tx core.Tx) error { return tx.PutAccount(core.Account{Key: k, Credits: 5}) },
 			func(tx core.Tx) error { return tx.PutAccount(core.Account{Key: k, Credits: 1}) },
 			"5"},
+		{"limit created",
+			nil,
+			func(tx core.Tx) (string, error) { l, err := tx.Limit(k.User); return fmt.Sprint(l.InFlight), err },
+			func(tx core.Tx) error { return tx.PutLimit(core.UserLimit{User: k.User, InFlight: 2}) },
+			func(tx core.Tx) error { return tx.PutLimit(core.UserLimit{User: k.User, InFlight: 1}) },
+			"2"},
 		{"job created",
 			nil,
 			func(tx core.Tx) (string, error) { _, ok, err := tx.Job("j1"); return fmt.Sprint(ok), err },

@@ -111,31 +111,47 @@ const pruneChunk = 1000
 
 // PruneJobs deletes finished (committed or refunded) jobs created before
 // olderThan and returns how many went. Pending jobs are kept whatever their
-// age: recovery still owes them a refund. Instances pruning at once skip
-// each other's rows.
+// age: recovery still owes them a refund. It also deletes the events claimed
+// (Tx.Claim) before olderThan, which it does not count: a claim guards
+// against an event delivered again, which comes long before the age of the
+// jobs pruned. Instances pruning at once skip each other's rows.
 func (db *DB) PruneJobs(ctx context.Context, olderThan time.Time) (int, error) {
 	cutoff := nanos(olderThan)
 	if cutoff == nil {
 		return 0, nil
 	}
+	total, err := db.pruneAll(ctx, `DELETE FROM jobs WHERE key IN (
+		SELECT key FROM jobs WHERE state <> 'pending' AND (created_ns IS NULL OR created_ns < $1)
+		LIMIT $2 FOR UPDATE SKIP LOCKED)`, *cutoff)
+	if err != nil {
+		return total, fmt.Errorf("postgres: prune jobs: %w", err)
+	}
+	events, err := db.pruneAll(ctx, `DELETE FROM events WHERE key IN (
+		SELECT key FROM events WHERE at_ns < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`, *cutoff)
+	if err != nil {
+		return total, fmt.Errorf("postgres: prune events: %w", err)
+	}
+	if total > 0 || events > 0 {
+		db.log.Info("postgres: pruned old jobs", "deleted", total, "events", events, "older_than", olderThan)
+	}
+	return total, nil
+}
+
+// pruneAll runs del (a DELETE of at most $2 rows older than $1) until it
+// deletes fewer than a chunk, and returns how many rows went.
+func (db *DB) pruneAll(ctx context.Context, del string, cutoff int64) (int, error) {
 	total := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		tag, err := db.pool.Exec(ctx, `DELETE FROM jobs WHERE key IN (
-			SELECT key FROM jobs WHERE state <> 'pending' AND (created_ns IS NULL OR created_ns < $1)
-			LIMIT $2 FOR UPDATE SKIP LOCKED)`, *cutoff, pruneChunk)
+		tag, err := db.pool.Exec(ctx, del, cutoff, pruneChunk)
 		if err != nil {
-			return total, fmt.Errorf("postgres: prune jobs: %w", err)
+			return total, err
 		}
 		total += int(tag.RowsAffected())
 		if tag.RowsAffected() < pruneChunk {
-			break
+			return total, nil
 		}
 	}
-	if total > 0 {
-		db.log.Info("postgres: pruned old jobs", "deleted", total, "older_than", olderThan)
-	}
-	return total, nil
 }

@@ -16,9 +16,10 @@ import (
 
 // tx is core.Tx over one PostgreSQL transaction. How each table is read and
 // written in a read-write transaction is the concurrency design of the
-// package documentation: accounts and jobs are locked when read, scopes and
-// settings are compared when written, and a row read as missing is inserted
-// without ON CONFLICT, so that a concurrent insert makes this one retry.
+// package documentation: accounts, jobs and user limits are locked when
+// read, scopes and settings are compared when written, a row read as missing
+// is inserted without ON CONFLICT, so that a concurrent insert makes this one
+// retry, and an event is claimed by inserting its key.
 type tx struct {
 	ctx      context.Context
 	ptx      pgx.Tx
@@ -258,7 +259,7 @@ func (t *tx) PutScope(s core.ScopeSettings) error {
 
 const jobColumns = `key, scope, usr, user_platform, user_id, user_name, model, prompt, negative, aspect,
 	units, day, from_daily, from_credits, state, outcome, reply_to, status, delivering, notice_owed, lang,
-	task, buttons, created_ns, finished_ns`
+	task, buttons, created_ns, finished_ns, owner, lease_ns`
 
 func (t *tx) Job(key string) (core.Job, bool, error) {
 	if t.err != nil {
@@ -294,7 +295,7 @@ func (t *tx) PutJob(j core.Job) error {
 		return err
 	}
 	const insert = `INSERT INTO jobs (` + jobColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`
+		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)`
 	buttons, err := encodeButtons(j.Buttons)
 	if err != nil {
 		return fmt.Errorf("postgres: job %s: %w", j.Key, err)
@@ -302,7 +303,8 @@ func (t *tx) PutJob(j core.Job) error {
 	args := []any{j.Key, j.Account.Scope, j.Account.User, string(j.User.Platform), j.User.ID, j.User.Name,
 		j.Model, j.Prompt, j.Options.Negative, j.Options.Aspect,
 		j.Units, j.Day, j.FromDaily, j.FromCredits, string(j.State), string(j.Outcome), j.ReplyTo, j.Status,
-		j.Delivering, j.NoticeOwed, string(j.Lang), j.Task, buttons, nanos(j.Created), nanos(j.Finished)}
+		j.Delivering, j.NoticeOwed, string(j.Lang), j.Task, buttons, nanos(j.Created), nanos(j.Finished),
+		j.Owner, nanos(j.Lease)}
 	k := rowKey("jobs", j.Key)
 	if t.missing[k] {
 		// The reservation of a new event: when another instance got the
@@ -320,7 +322,8 @@ func (t *tx) PutJob(j core.Job) error {
 		units = EXCLUDED.units, day = EXCLUDED.day, from_daily = EXCLUDED.from_daily, from_credits = EXCLUDED.from_credits,
 		state = EXCLUDED.state, outcome = EXCLUDED.outcome, reply_to = EXCLUDED.reply_to, status = EXCLUDED.status,
 		delivering = EXCLUDED.delivering, notice_owed = EXCLUDED.notice_owed, lang = EXCLUDED.lang,
-		task = EXCLUDED.task, buttons = EXCLUDED.buttons, created_ns = EXCLUDED.created_ns, finished_ns = EXCLUDED.finished_ns`, args...)
+		task = EXCLUDED.task, buttons = EXCLUDED.buttons, created_ns = EXCLUDED.created_ns, finished_ns = EXCLUDED.finished_ns,
+		owner = EXCLUDED.owner, lease_ns = EXCLUDED.lease_ns`, args...)
 	if err != nil {
 		return t.fail(err, "job %s", j.Key)
 	}
@@ -343,17 +346,101 @@ func (t *tx) AppendAudit(e core.AuditEntry) error {
 	return nil
 }
 
+// Limit reads a user's limits like an account: locked in a read-write
+// transaction (every reservation of the user reads and rewrites them), and
+// a row read as missing is remembered, for PutLimit's plain INSERT.
+func (t *tx) Limit(user string) (core.UserLimit, error) {
+	if t.err != nil {
+		return core.UserLimit{}, t.err
+	}
+	var (
+		l  = core.UserLimit{User: user}
+		at *int64
+	)
+	err := t.ptx.QueryRow(t.ctx, `SELECT tokens, at_ns, in_flight FROM user_limits WHERE usr = $1`+t.forUpdate(),
+		user).Scan(&l.Tokens, &at, &l.InFlight)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if t.writable {
+			t.missing[rowKey("user_limits", user)] = true
+		}
+		return core.UserLimit{User: user}, nil
+	case err != nil:
+		return core.UserLimit{}, t.fail(err, "limit of %s", user)
+	}
+	if t.writable && t.missing[rowKey("user_limits", user)] {
+		return core.UserLimit{}, t.conflict("limit of %s", user)
+	}
+	l.At = fromNanos(at)
+	return l, nil
+}
+
+func (t *tx) PutLimit(l core.UserLimit) error {
+	if !t.writable {
+		return core.ErrTxReadOnly
+	}
+	if t.err != nil {
+		return t.err
+	}
+	if l.User == "" || strings.IndexByte(l.User, 0) >= 0 {
+		return fmt.Errorf("postgres: limit of %q: empty user or contains NUL", l.User)
+	}
+	const insert = `INSERT INTO user_limits (usr, tokens, at_ns, in_flight) VALUES ($1, $2, $3, $4)`
+	args := []any{l.User, l.Tokens, nanos(l.At), l.InFlight}
+	k := rowKey("user_limits", l.User)
+	if t.missing[k] {
+		// Read as missing: when another transaction inserted the row
+		// meanwhile, the primary key refuses this and fn runs again.
+		if _, err := t.ptx.Exec(t.ctx, insert, args...); err != nil {
+			return t.insertFailed(err, "limit of %s", l.User)
+		}
+		delete(t.missing, k)
+		return nil
+	}
+	// Read first (and so locked by this transaction), or written blind.
+	_, err := t.ptx.Exec(t.ctx, insert+` ON CONFLICT (usr) DO UPDATE SET tokens = EXCLUDED.tokens,
+		at_ns = EXCLUDED.at_ns, in_flight = EXCLUDED.in_flight`, args...)
+	if err != nil {
+		return t.fail(err, "limit of %s", l.User)
+	}
+	return nil
+}
+
+// Claim inserts the event's key, doing nothing when it is there: fresh is
+// whether this transaction inserted it. At READ COMMITTED, an insert of the
+// same key by a transaction not yet committed makes this one wait for it,
+// then do nothing when it committed (or insert, when it rolled back): the
+// event acts once without a retry.
+func (t *tx) Claim(key string, at time.Time) (bool, error) {
+	if !t.writable {
+		return false, core.ErrTxReadOnly
+	}
+	if t.err != nil {
+		return false, t.err
+	}
+	if key == "" || strings.IndexByte(key, 0) >= 0 {
+		return false, fmt.Errorf("postgres: event %q: empty key or contains NUL", key)
+	}
+	tag, err := t.ptx.Exec(t.ctx, `INSERT INTO events (key, at_ns) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`,
+		key, core.UnixNano(at))
+	if err != nil {
+		return false, t.fail(err, "event %s", key)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 func scanJob(row pgx.Row) (core.Job, error) {
 	var (
 		j                              core.Job
 		platform, state, outcome, lang string
-		created, finished              *int64
+		created, finished, lease       *int64
 		buttons                        []byte
 	)
 	err := row.Scan(&j.Key, &j.Account.Scope, &j.Account.User, &platform, &j.User.ID, &j.User.Name,
 		&j.Model, &j.Prompt, &j.Options.Negative, &j.Options.Aspect,
 		&j.Units, &j.Day, &j.FromDaily, &j.FromCredits, &state, &outcome, &j.ReplyTo, &j.Status,
-		&j.Delivering, &j.NoticeOwed, &lang, &j.Task, &buttons, &created, &finished)
+		&j.Delivering, &j.NoticeOwed, &lang, &j.Task, &buttons, &created, &finished,
+		&j.Owner, &lease)
 	if err != nil {
 		return core.Job{}, err
 	}
@@ -361,7 +448,7 @@ func scanJob(row pgx.Row) (core.Job, error) {
 		return core.Job{}, fmt.Errorf("job %s: buttons: %w", j.Key, err)
 	}
 	j.User.Platform, j.State, j.Outcome, j.Lang = core.Platform(platform), core.JobState(state), core.Code(outcome), core.Lang(lang)
-	j.Created, j.Finished = fromNanos(created), fromNanos(finished)
+	j.Created, j.Finished, j.Lease = fromNanos(created), fromNanos(finished), fromNanos(lease)
 	return j, nil
 }
 
