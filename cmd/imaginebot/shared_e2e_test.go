@@ -66,6 +66,7 @@ type sharedSetup struct {
 	daily   int
 	limits  string // the lines of limits:, indented two spaces
 	storage string // more lines of storage: (job_lease), indented two spaces
+	models  string // a models: section ("" = the default models, 1 unit a picture)
 }
 
 // sharedWorld is one ledger (a database of its own) with the fakes its
@@ -98,7 +99,7 @@ func newSharedWorld(t *testing.T, pg *pgtest.Server, s sharedSetup) *sharedWorld
 	// messages_per_second: the overall budget is not what these tests are
 	// about (the per-chat one cannot be raised, see above).
 	w.cfg = gatewayConfig(t, w.gw, fmt.Sprintf("quotas:\n  daily: %d\nstorage:\n  driver: postgres\n%slimits:\n%s"+
-		"telegram:\n  progress_interval: 1s\n  messages_per_second: 1000\n", s.daily, s.storage, s.limits))
+		"telegram:\n  progress_interval: 1s\n  messages_per_second: 1000\n%s", s.daily, s.storage, s.limits, s.models))
 	tr := &http.Transport{MaxIdleConnsPerHost: 128}
 	w.client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
@@ -408,26 +409,30 @@ const limitsLines = "  rate_per_minute: 0\n  burst: 1000\n  per_user_jobs: 1000\
 func TestSharedLedgerExactCharges(t *testing.T) {
 	pg := sharedPostgres(t)
 
-	// 1000 requests at once, split between the instances, from users who
-	// can afford 800 of them: exactly 800 are charged and delivered, 200
-	// refused as out of quota, and every balance ends at 0.
+	// 1000 requests at once, split between the instances, from 40 users
+	// with 100 units each and pictures at 5 units: they can afford 800 of
+	// them. Exactly 800 are charged and delivered, 200 refused as out of
+	// quota, and every balance ends at 0.
 	//
-	// 40 users × 20 units rather than 8 × 100: with 8, each chat would
-	// need 125 answers, which the bot paces at about one a second per chat
-	// and instance (bots/pace): the 800 pictures take over a minute, and
-	// most refusals, which wait behind them, pass their one-minute send
-	// deadline and are dropped. The contention is the same: 25 concurrent
-	// requests on each account, half through each instance.
+	// 40 users rather than 8 with 125 requests each: each chat would need
+	// 125 answers, which the bot paces at about one a second per chat and
+	// instance (bots/pace, Telegram's limit): the pictures would take over a
+	// minute, and most refusals, which wait behind them, pass their
+	// one-minute send deadline and are dropped. The contention is the same:
+	// 25 concurrent requests on each account, half through each instance.
 	t.Run("1000 concurrent requests over both instances", func(t *testing.T) {
 		const (
 			users    = 40
-			daily    = 20
+			daily    = 100 // units a user has
+			cost     = 5   // units a picture
+			pictures = daily / cost
 			requests = 1000
 			senders  = 64
 			perUser  = requests / users
-			charged  = users * daily
+			charged  = users * pictures
 		)
-		w := newSharedWorld(t, pg, sharedSetup{daily: daily, limits: limitsLines})
+		w := newSharedWorld(t, pg, sharedSetup{daily: daily, limits: limitsLines,
+			models: "models:\n  - name: stable-diffusion\n    cost: " + strconv.Itoa(cost) + "\n"})
 		a, b := w.start(t, "A"), w.start(t, "B")
 		us := sharedUsers(1001, users)
 		var batches [][]post
@@ -456,7 +461,7 @@ func TestSharedLedgerExactCharges(t *testing.T) {
 		b.stop(t)
 		photos, refused = w.photos(), w.texts(textQuotaExhausted)
 		if photos.total != charged {
-			t.Errorf("%d pictures delivered, want exactly %d (%d users × %d units)", photos.total, charged, users, daily)
+			t.Errorf("%d pictures delivered, want exactly %d (%d users × %d units / %d a picture)", photos.total, charged, users, daily, cost)
 		}
 		if refused.total != requests-charged {
 			t.Errorf("%d requests refused as out of quota, want exactly %d", refused.total, requests-charged)
@@ -477,10 +482,10 @@ func TestSharedLedgerExactCharges(t *testing.T) {
 			t.Errorf("%d requests got more than one answer (two pictures, or a picture and a refusal)", twice)
 		}
 		for _, u := range us {
-			if got, want := photos.byChat[u.ID], daily; got != want {
+			if got, want := photos.byChat[u.ID], pictures; got != want {
 				t.Errorf("user %d got %d pictures, want %d", u.ID, got, want)
 			}
-			if got, want := refused.byChat[u.ID], perUser-daily; got != want {
+			if got, want := refused.byChat[u.ID], perUser-pictures; got != want {
 				t.Errorf("user %d got %d out-of-quota refusals, want %d", u.ID, got, want)
 			}
 			if got := w.remaining(t, u.ID); got != 0 {
