@@ -123,7 +123,8 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(httpAddr
 			Token: d.Token, ApplicationID: d.ApplicationID, PublicKey: d.PublicKey, Mode: d.Mode,
 			APIBaseURL: d.APIBaseURL, Guilds: d.Guilds, Owners: d.Owners, ModeratorRoles: d.ModeratorRoles,
 			AllowDMs: d.AllowDMs, ProgressInterval: d.ProgressInterval, MaxUploadBytes: int64(d.MaxUploadBytes),
-			PrivateHosts: cfg.Images.AllowPrivateHosts, Shards: discordShards(d), ShardIDs: d.ShardIDs,
+			RequestsPerSecond: d.RequestsPerSecond,
+			PrivateHosts:      cfg.Images.AllowPrivateHosts, Shards: discordShards(d), ShardIDs: d.ShardIDs,
 			Connections: coreCfg.Concurrency + 16,
 		}, svc, discord.WithLogger(log), discord.WithMetrics(m.platform("discord")), discordProxy(cfg, log))
 		if err != nil {

@@ -174,6 +174,9 @@ type DiscordConfig struct {
 	InteractionsPath string        `yaml:"interactions_path"`
 	ProgressInterval time.Duration `yaml:"progress_interval"`
 	MaxUploadBytes   ByteSize      `yaml:"max_upload_bytes"`
+	// RequestsPerSecond is this process's share of Discord's 50 requests
+	// a second per bot (interaction replies apart).
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
 	Proxy            string        `yaml:"proxy"`
 }
 

@@ -346,6 +346,7 @@ func TestDiscordConfigProblems(t *testing.T) {
 		{"interactions without key", "discord:\n  token: a.b.c\n  application_id: \"110000000000000001\"\n  mode: interactions\n", nil, []string{"discord.public_key", "IMAGINEBOT_DISCORD_PUBLIC_KEY"}},
 		{"ids", "discord:\n  guilds: [\"abc\"]\n  owners: [\"12\"]\n  moderator_roles: [\"1700000000000000001\"]\n", nil, []string{"discord.guilds[0]: \"abc\" is not a Discord id", "discord.owners[0]"}},
 		{"path", "discord:\n  interactions_path: discord\n", nil, []string{"discord.interactions_path: \"discord\" must start with /"}},
+		{"requests per second", "discord:\n  requests_per_second: 80\n", nil, []string{"discord.requests_per_second: 80 is out of range; use 1 to 50"}},
 		{"shards", "discord:\n  shards: many\n", nil, []string{"discord.shards: \"many\" is not a shard count"}},
 		{"shard ids", "discord:\n  shards: 2\n  shard_ids: [0, 2]\n", nil, []string{"discord.shard_ids[1]: 2 is not a shard"}},
 		{"shard ids alone", "discord:\n  shard_ids: [0]\n", nil, []string{"discord.shard_ids: is set without discord.shards"}},

@@ -89,6 +89,7 @@ func (c *Config) applyDefaults() {
 	def(&dc.InteractionsPath, discord.DefaultInteractionsPath)
 	def(&dc.ProgressInterval, discord.DefaultProgressInterval)
 	def(&dc.MaxUploadBytes, discord.DefaultMaxUploadBytes)
+	def(&dc.RequestsPerSecond, discord.DefaultRequestsPerSecond)
 	if dc.Token != "" && dc.Mode == discord.ModeInteractions {
 		def(&c.HTTP.Listen, ":8080")
 	}
@@ -324,6 +325,9 @@ func (c *Config) validateDiscord(p *problems) {
 	ids("discord.moderator_roles", d.ModeratorRoles, "role")
 	if d.ProgressInterval < time.Second {
 		p.add("discord.progress_interval", "%s is too short; Discord allows about 5 edits in 5 s per message (default 2s)", d.ProgressInterval)
+	}
+	if r := d.RequestsPerSecond; r < 1 || r > 50 {
+		p.add("discord.requests_per_second", "%g is out of range; use 1 to 50 (default 45, under Discord's 50 a second per bot; give each process sharing the token its share)", r)
 	}
 	if d.MaxUploadBytes < 1<<10 {
 		p.add("discord.max_upload_bytes", "%d is too small; use at least 1KiB (default 10MiB, Discord's limit outside boosted servers)", d.MaxUploadBytes)

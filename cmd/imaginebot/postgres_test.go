@@ -26,6 +26,7 @@ func TestStorageConfig(t *testing.T) {
 		{"postgres from the environment", "storage:\n  driver: postgres\n",
 			map[string]string{"IMAGINEBOT_DATABASE_URL": "postgres://bot:s3cr3t@db.example/imaginebot"}, nil},
 		{"postgres key=value", "storage:\n  driver: postgres\n  dsn: host=db.example dbname=imaginebot user=bot\n", nil, nil},
+		{"lease too short", "storage:\n  job_lease: 100ms\n", nil, []string{"storage.job_lease: 100ms is out of range; use 1s to 1h"}},
 		{"unknown driver", "storage:\n  driver: sqlite\n", nil,
 			[]string{`storage.driver: "sqlite" is not a driver; use bolt`}},
 		{"postgres without a dsn", "storage:\n  driver: postgres\n", nil,
