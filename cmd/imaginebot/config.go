@@ -177,7 +177,7 @@ type DiscordConfig struct {
 	// RequestsPerSecond is this process's share of Discord's 50 requests
 	// a second per bot (interaction replies apart).
 	RequestsPerSecond float64 `yaml:"requests_per_second"`
-	Proxy            string        `yaml:"proxy"`
+	Proxy             string  `yaml:"proxy"`
 }
 
 // envSecrets maps environment variables to the keys they set. The

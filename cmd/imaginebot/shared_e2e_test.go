@@ -44,6 +44,7 @@ const (
 	textTooManyJobs    = "You already have images in progress"     // error.too_many_jobs
 	textInterrupted    = "The bot stopped while making your image" // error.interrupted
 	textShuttingDown   = "The bot is restarting"                   // error.shutting_down
+	textGranted        = "Granted 7 credits"                       // mod.granted
 )
 
 const (
@@ -60,6 +61,9 @@ func sharedPostgres(t *testing.T) *pgtest.Server {
 	builtBinary(t)
 	return pgtest.New(t)
 }
+
+// sharedOwner moderates everywhere (telegram.owners).
+const sharedOwner = 900
 
 // sharedSetup is what differs between the tests' configurations.
 type sharedSetup struct {
@@ -95,6 +99,7 @@ func newSharedWorld(t *testing.T, pg *pgtest.Server, s sharedSetup) *sharedWorld
 		"IMAGINEBOT_DATABASE_URL":            pg.Database(t),
 		"IMAGINEBOT_TELEGRAM_WEBHOOK_URL":    sharedWebhookURL,
 		"IMAGINEBOT_TELEGRAM_WEBHOOK_SECRET": sharedWebhookSecret,
+		"IMAGINEBOT_TELEGRAM_OWNERS":         strconv.FormatInt(sharedOwner, 10),
 	}
 	// messages_per_second: the overall budget is not what these tests are
 	// about (the per-chat one cannot be raised, see above).
@@ -376,11 +381,11 @@ func (w *sharedWorld) pending(t *testing.T) int {
 	return len(jobs)
 }
 
-// checkLedger checks that no unit of user's was lost or invented (granted
-// nothing: initial = daily) and that committed units were charged.
-func (w *sharedWorld) checkLedger(t *testing.T, id int64, committed int) {
+// checkLedger checks that no unit of user's was lost or invented (initial =
+// daily, plus granted) and that committed units were charged.
+func (w *sharedWorld) checkLedger(t *testing.T, id int64, committed, granted int) {
 	t.Helper()
-	got, err := ledgertest.Invariant(t.Context(), w.db, w.ledger, privateAccount(id), w.daily, 0, time.Now())
+	got, err := ledgertest.Invariant(t.Context(), w.db, w.ledger, privateAccount(id), w.daily, granted, time.Now())
 	if err != nil {
 		t.Errorf("ledger invariant of user %d: %v", id, err)
 		return
@@ -491,7 +496,7 @@ func TestSharedLedgerExactCharges(t *testing.T) {
 			if got := w.remaining(t, u.ID); got != 0 {
 				t.Errorf("user %d has %d left, want 0", u.ID, got)
 			}
-			w.checkLedger(t, u.ID, daily)
+			w.checkLedger(t, u.ID, daily, 0)
 		}
 		// What an operator sees: the CLI reads the same ledger.
 		if got := (&world{env: w.env, cfg: w.cfg}).remaining(t, "telegram:private", "telegram:1001"); got != "0" {
@@ -532,8 +537,21 @@ func TestSharedLedgerExactCharges(t *testing.T) {
 			t.Fatalf("after 1m %d of %d updates delivered, %d jobs pending\n%s", photos.total, updates, w.pending(t), logsOf(a, b))
 		}
 		t.Logf("phase 2: %d updates, each posted to both instances, delivered in %s", updates, time.Since(began).Round(time.Millisecond))
+
+		// A moderator's grant is not a job, and not idempotent: posted to
+		// both, it is applied once, and answered once.
+		owner := telegramtest.User(sharedOwner, "owner", "en")
+		grant := w.tg.PrivateText(owner, fmt.Sprintf("/quota grant 7 %d", us[0].ID))
+		grant.ID = w.tg.NewUpdateID()
+		w.sendAll(t, [][]post{{{a, grant}, {b, grant}}}, 1)
+		if !waitUntil(30*time.Second, 50*time.Millisecond, func() bool { return w.texts(textGranted).total >= 1 }) {
+			t.Fatalf("the grant was not answered\n%s", logsOf(a, b))
+		}
 		a.stop(t)
 		b.stop(t)
+		if n := w.texts(textGranted).total; n != 1 {
+			t.Errorf("the grant posted to both instances was answered %d times, want once", n)
+		}
 
 		photos = w.photos()
 		if photos.total != updates {
@@ -553,11 +571,15 @@ func TestSharedLedgerExactCharges(t *testing.T) {
 		spent := 0
 		for _, u := range us {
 			left := w.remaining(t, u.ID)
-			spent += daily - left
-			if left != daily-perUser {
-				t.Errorf("user %d has %d left, want %d (%d charged once each)", u.ID, left, daily-perUser, perUser)
+			granted := 0
+			if u.ID == us[0].ID {
+				granted = 7 // once, though posted twice
 			}
-			w.checkLedger(t, u.ID, perUser)
+			spent += daily + granted - left
+			if left != daily+granted-perUser {
+				t.Errorf("user %d has %d left, want %d (%d charged once each, %d granted)", u.ID, left, daily+granted-perUser, perUser, granted)
+			}
+			w.checkLedger(t, u.ID, perUser, granted)
 		}
 		if spent != updates {
 			t.Errorf("%d units spent in all for %d updates, want exactly %d", spent, updates, updates)
@@ -609,7 +631,7 @@ func TestSharedLedgerRateLimitsAreGlobal(t *testing.T) {
 		if got := w.remaining(t, alice.ID); got != daily-burst {
 			t.Errorf("alice has %d left, want %d (%d charged)", got, daily-burst, burst)
 		}
-		w.checkLedger(t, alice.ID, burst)
+		w.checkLedger(t, alice.ID, burst, 0)
 	})
 
 	// per_user_jobs 2 with the gateway holding every job: of 6 requests at
@@ -658,7 +680,7 @@ func TestSharedLedgerRateLimitsAreGlobal(t *testing.T) {
 		if got := w.remaining(t, bob.ID); got != daily-running {
 			t.Errorf("bob has %d left, want %d (%d charged)", got, daily-running, running)
 		}
-		w.checkLedger(t, bob.ID, running)
+		w.checkLedger(t, bob.ID, running, 0)
 	})
 }
 
@@ -743,7 +765,7 @@ func TestSharedLedgerSurvivorRefundsAfterSIGKILL(t *testing.T) {
 		if got := w.remaining(t, u.ID); got != daily {
 			t.Errorf("user %d has %d left, want %d (refunded)", u.ID, got, daily)
 		}
-		w.checkLedger(t, u.ID, 0)
+		w.checkLedger(t, u.ID, 0, 0)
 	}
 	if n := w.pending(t); n != 0 {
 		t.Errorf("%d jobs left pending", n)
