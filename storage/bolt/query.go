@@ -134,11 +134,11 @@ func (db *DB) Audit(ctx context.Context, scope string, limit int) ([]core.AuditE
 // It works in chunks of short transactions, so it can run while the bot
 // serves.
 func (db *DB) PruneJobs(ctx context.Context, olderThan time.Time) (int, error) {
-	total, err := db.pruneAll(ctx, olderThan, db.pruneChunk)
+	total, err := db.pruneAll(ctx, func(t *tx) *bbolt.Bucket { return t.jobs }, oldJob(olderThan))
 	if err != nil {
 		return total, fmt.Errorf("bolt: prune jobs: %w", err)
 	}
-	events, err := db.pruneAll(ctx, olderThan, db.pruneEventsChunk)
+	events, err := db.pruneAll(ctx, func(t *tx) *bbolt.Bucket { return t.events }, oldEvent(olderThan))
 	if err != nil {
 		return total, fmt.Errorf("bolt: prune events: %w", err)
 	}
@@ -148,17 +148,18 @@ func (db *DB) PruneJobs(ctx context.Context, olderThan time.Time) (int, error) {
 	return total, nil
 }
 
-// pruneAll runs chunk until it reports the end of its bucket, and returns
-// how many records went.
-func (db *DB) pruneAll(ctx context.Context, olderThan time.Time,
-	chunk func(after []byte, olderThan time.Time) (int, []byte, error)) (int, error) {
+// pruneAll deletes, in chunks of short transactions, the entries of a
+// bucket that doomed picks, and returns how many went. doomed returns the
+// deletions for an entry, nil to keep it; k and v are valid only inside
+// its transaction.
+func (db *DB) pruneAll(ctx context.Context, bucket func(*tx) *bbolt.Bucket, doomed func(t *tx, k, v []byte) (func() error, error)) (int, error) {
 	total := 0
 	var after []byte // the last key looked at; the next chunk starts past it
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		n, last, err := chunk(after, olderThan)
+		n, last, err := db.pruneSome(after, bucket, doomed)
 		total += n
 		if err != nil {
 			return total, err
@@ -167,6 +168,78 @@ func (db *DB) pruneAll(ctx context.Context, olderThan time.Time,
 			return total, nil
 		}
 		after = last
+	}
+}
+
+// pruneSome deletes up to pruneChunk doomed entries with keys after after.
+// last is the key to continue after, nil when the scan reached the end.
+func (db *DB) pruneSome(after []byte, bucket func(*tx) *bbolt.Bucket, doomed func(t *tx, k, v []byte) (func() error, error)) (n int, last []byte, err error) {
+	err = db.bolt.Update(func(btx *bbolt.Tx) error {
+		t := newTx(btx)
+		var deletes []func() error
+		c := bucket(t).Cursor()
+		var seen []byte
+		for k, v := seekAfter(c, after); k != nil; k, v = c.Next() {
+			if len(deletes) == pruneChunk {
+				last = bytes.Clone(seen)
+				break
+			}
+			seen = k
+			del, err := doomed(t, k, v)
+			if err != nil {
+				return err
+			}
+			if del != nil {
+				deletes = append(deletes, del)
+			}
+		}
+		// Deleting behind a live cursor skips keys in bbolt: collect, then delete.
+		for _, del := range deletes {
+			if err := del(); err != nil {
+				return err
+			}
+		}
+		n = len(deletes)
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, last, nil
+}
+
+// oldJob dooms a finished job created before olderThan, with its history entry.
+func oldJob(olderThan time.Time) func(t *tx, k, v []byte) (func() error, error) {
+	return func(t *tx, k, v []byte) (func() error, error) {
+		var r jobIndexRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, fmt.Errorf("job %q: %w", k, err)
+		}
+		if r.State == core.JobPending || !r.Created.Before(olderThan) {
+			return nil, nil
+		}
+		key, hk := bytes.Clone(k), historyKey(core.AccountKey{Scope: r.Scope, User: r.User}, r.Created, string(k))
+		return func() error {
+			if err := t.jobs.Delete(key); err != nil {
+				return err
+			}
+			return t.history.Delete(hk)
+		}, nil
+	}
+}
+
+// oldEvent dooms an event claimed before olderThan.
+func oldEvent(olderThan time.Time) func(t *tx, k, v []byte) (func() error, error) {
+	return func(t *tx, k, v []byte) (func() error, error) {
+		var at time.Time
+		if err := at.UnmarshalText(v); err != nil {
+			return nil, fmt.Errorf("event %q: %w", k, err)
+		}
+		if !at.Before(olderThan) {
+			return nil, nil
+		}
+		key := bytes.Clone(k)
+		return func() error { return t.events.Delete(key) }, nil
 	}
 }
 
@@ -181,86 +254,6 @@ func seekAfter(c *bbolt.Cursor, after []byte) ([]byte, []byte) {
 		return c.Next()
 	}
 	return k, v
-}
-
-// pruneEventsChunk deletes up to pruneChunk events claimed before olderThan,
-// with keys after after; last is as for pruneChunk.
-func (db *DB) pruneEventsChunk(after []byte, olderThan time.Time) (n int, last []byte, err error) {
-	err = db.bolt.Update(func(btx *bbolt.Tx) error {
-		t := newTx(btx)
-		var victims [][]byte
-		c := t.events.Cursor()
-		var seen []byte
-		for k, v := seekAfter(c, after); k != nil; k, v = c.Next() {
-			if len(victims) == pruneChunk {
-				last = bytes.Clone(seen)
-				break
-			}
-			seen = k
-			var at time.Time
-			if err := at.UnmarshalText(v); err != nil {
-				return fmt.Errorf("event %q: %w", k, err)
-			}
-			if at.Before(olderThan) {
-				victims = append(victims, bytes.Clone(k))
-			}
-		}
-		// Deleting behind a live cursor skips keys in bbolt: collect, then delete.
-		for _, k := range victims {
-			if err := t.events.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(victims)
-		return nil
-	})
-	if err != nil {
-		return 0, nil, err
-	}
-	return n, last, nil
-}
-
-// pruneChunk deletes up to pruneChunk old jobs with keys after after. last is
-// the key to continue after, nil when the scan reached the end.
-func (db *DB) pruneChunk(after []byte, olderThan time.Time) (n int, last []byte, err error) {
-	err = db.bolt.Update(func(btx *bbolt.Tx) error {
-		t := newTx(btx)
-		type victim struct{ key, history []byte }
-		var victims []victim
-		c := t.jobs.Cursor()
-		var seen []byte
-		for k, v := seekAfter(c, after); k != nil; k, v = c.Next() {
-			if len(victims) == pruneChunk {
-				last = bytes.Clone(seen)
-				break
-			}
-			seen = k
-			var r jobIndexRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("job %q: %w", k, err)
-			}
-			if r.State == core.JobPending || !r.Created.Before(olderThan) {
-				continue
-			}
-			hk := historyKey(core.AccountKey{Scope: r.Scope, User: r.User}, r.Created, string(k))
-			victims = append(victims, victim{bytes.Clone(k), hk})
-		}
-		// Deleting behind a live cursor skips keys in bbolt: collect, then delete.
-		for _, vi := range victims {
-			if err := t.jobs.Delete(vi.key); err != nil {
-				return err
-			}
-			if err := t.history.Delete(vi.history); err != nil {
-				return err
-			}
-		}
-		n = len(victims)
-		return nil
-	})
-	if err != nil {
-		return 0, nil, err
-	}
-	return n, last, nil
 }
 
 // view runs fn in a read-only bbolt transaction.
