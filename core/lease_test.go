@@ -128,7 +128,7 @@ func TestLeaseRenewedWhileTheJobRuns(t *testing.T) {
 	started, release := p.block()
 	defer release()
 	ctx := context.Background()
-	p.submit(t, "job", alice, started)
+	done := p.submit(t, "job", alice, started)
 	if got := p.remaining(t, alice); got != 4 {
 		t.Fatalf("remaining after reserving = %d, want 4", got)
 	}
@@ -172,6 +172,18 @@ func TestLeaseRenewedWhileTheJobRuns(t *testing.T) {
 	// A looking again finds nothing: B holds the notice now.
 	if again, _ := p.a.ReclaimNow(ctx); len(again) != 0 {
 		t.Fatalf("A took B's notice: %v", again)
+	}
+	// A was not dead after all: its picture goes out, but the refund stands
+	// and nothing is charged again.
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("A's job: %v", err)
+	}
+	if j := p.job(t, "job"); j.State != core.JobRefunded {
+		t.Fatalf("after A delivered: %s, want refunded still", j.State)
+	}
+	if got := p.remaining(t, alice); got != 5 {
+		t.Fatalf("remaining after A delivered = %d, want 5", got)
 	}
 }
 

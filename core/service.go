@@ -561,9 +561,14 @@ func (s *Service) run(ctx context.Context, release func(), err error, job Job, m
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := s.ledger.Commit(cctx, job.Key, s.now()); err != nil {
-		// The user has the image; the reservation stays pending and start-up
-		// recovery will refund it, as delivered (it is marked delivering).
+	if err := s.ledger.Commit(cctx, job.Key, s.now()); ErrorCode(err) == CodeConflict {
+		// Refunded meanwhile: another instance took the job over because
+		// this one had not renewed its lease in time.
+		log.Error("commit refused: another instance refunded the job after its lease passed; the picture was free",
+			"lease", s.cfg.Lease, "err", err)
+	} else if err != nil {
+		// The user has the image; the reservation stays pending, and
+		// recovery refunds it as delivered (it is marked delivering).
 		log.Error("commit failed", "err", err)
 	}
 	job.State = JobCommitted
