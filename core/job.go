@@ -44,10 +44,14 @@ type Job struct {
 	// while the job runs, and a pending job whose lease has passed belongs
 	// to a process that died — any instance sharing the ledger refunds it.
 	// After such a refund they name the instance telling its user.
-	Owner    string
-	Lease    time.Time
-	Created  time.Time
-	Finished time.Time
+	Owner string
+	Lease time.Time
+	// CancelledBy is who pressed Cancel (User.Key()) on an instance that
+	// is not running the job: the owner cancels it when it next renews
+	// its lease.
+	CancelledBy string
+	Created     time.Time
+	Finished    time.Time
 }
 
 // AuditEntry records one moderator action. The log is append-only.

@@ -90,17 +90,24 @@ func (s *Service) Watch(ctx context.Context, notify Notifier) error {
 	if s.exclusive {
 		return nil
 	}
-	t := time.NewTicker(s.cfg.Lease / 3)
-	defer t.Stop()
+	// Leases are looked at more often than they need renewing, for the
+	// cancels asked on other instances; each is written once a third of
+	// a lease.
+	renew := time.NewTicker(min(s.cfg.Lease/3, cancelEvery))
+	defer renew.Stop()
+	look := time.NewTicker(s.cfg.Lease / 3)
+	defer look.Stop()
 	var tellers sync.WaitGroup
 	defer tellers.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-renew.C:
+			s.renewLeases(ctx)
+			continue
+		case <-look.C:
 		}
-		s.renewLeases(ctx)
 		jobs, err := s.reclaim(ctx)
 		if err != nil {
 			s.log.Warn("looking for jobs of stopped instances failed", "err", err)
@@ -118,7 +125,13 @@ func (s *Service) Watch(ctx context.Context, notify Notifier) error {
 // leaseChunk bounds the jobs one renewal transaction locks.
 const leaseChunk = 100
 
-// renewLeases extends the leases of the jobs this instance holds.
+// cancelEvery bounds how long a cancel asked on another instance waits for
+// the instance running the job to see it.
+const cancelEvery = 2 * time.Second
+
+// renewLeases extends the leases of the jobs this instance holds that end
+// within two thirds of a lease, and cancels those whose cancel was asked
+// on another instance.
 func (s *Service) renewLeases(ctx context.Context) {
 	s.mu.Lock()
 	keys := slices.Sorted(maps.Keys(s.active)) // sorted: renewals lock rows in one order
@@ -132,11 +145,16 @@ func (s *Service) renewLeases(ctx context.Context) {
 		return
 	}
 	slices.Sort(keys)
-	until := s.now().Add(s.cfg.Lease)
+	now := s.now()
+	until, due := now.Add(s.cfg.Lease), now.Add(s.cfg.Lease*2/3)
 	for chunk := range slices.Chunk(keys, leaseChunk) {
-		if err := s.ledger.Renew(ctx, s.cfg.Instance, chunk, until); err != nil {
+		cancels, err := s.ledger.Renew(ctx, s.cfg.Instance, chunk, due, until)
+		if err != nil {
 			s.log.Error("renewing job leases failed: if it keeps failing past the lease, other instances refund these jobs",
 				"jobs", len(chunk), "lease", s.cfg.Lease, "err", err)
+		}
+		for key, by := range cancels {
+			s.cancelLocal(key, by, "another instance")
 		}
 	}
 }

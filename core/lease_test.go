@@ -149,8 +149,13 @@ func TestLeaseRenewedWhileTheJobRuns(t *testing.T) {
 		t.Fatalf("after renewals: %s, remaining %d", j.State, p.remaining(t, alice))
 	}
 
-	// A stops renewing: just before the lease passes nothing happens, just after B takes it.
-	p.clock.Add(lease - time.Nanosecond)
+	// Renewals keep at least two thirds of a lease ahead.
+	lastLease := p.job(t, "job").Lease
+	if left := lastLease.Sub(p.clock.Now()); left < lease*2/3 {
+		t.Fatalf("after a renewal the lease has %s left, want at least %s", left, lease*2/3)
+	}
+	// A stops renewing: just before the lease passes nothing happens, at it B takes it.
+	p.clock.Add(lastLease.Sub(p.clock.Now()) - time.Nanosecond)
 	if got, _ := p.b.ReclaimNow(ctx); len(got) != 0 {
 		t.Fatalf("B took the job before its lease passed: %v", got)
 	}
@@ -338,5 +343,43 @@ func TestModeratorEventActsOnce(t *testing.T) {
 	}
 	if got := p.remaining(t, alice); got != 11 {
 		t.Fatalf("remaining = %d, want 11", got)
+	}
+}
+
+// TestCancelAskedOnAnotherInstance: a Cancel pressed on an instance that
+// is not running the job reaches the one that is, at its next renewal.
+func TestCancelAskedOnAnotherInstance(t *testing.T) {
+	p := newPair(t, nil)
+	started, release := p.block()
+	defer release()
+	ctx := context.Background()
+	done := p.submit(t, "job", alice, started)
+
+	if err := p.b.Cancel(ctx, core.Actor{User: bob, Role: core.RoleUser}, "job"); core.ErrorCode(err) != core.CodeForbidden {
+		t.Fatalf("bob cancelling alice's job on B: %v, want forbidden", err)
+	}
+	if err := p.b.Cancel(ctx, core.Actor{User: alice, Role: core.RoleUser}, "job"); err != nil {
+		t.Fatalf("alice cancelling on B: %v", err)
+	}
+	if j := p.job(t, "job"); j.State != core.JobPending || j.CancelledBy != alice.Key() {
+		t.Fatalf("after the cancel on B: %s, cancelled by %q", j.State, j.CancelledBy)
+	}
+	p.a.RenewLeasesNow(ctx)
+	select {
+	case err := <-done:
+		if core.ErrorCode(err) != core.CodeCancelled {
+			t.Fatalf("the job on A ended with %v, want cancelled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("A's renewal did not cancel the job")
+	}
+	if j := p.job(t, "job"); j.State != core.JobRefunded || j.Outcome != core.CodeCancelled {
+		t.Fatalf("job = %s %s, want refunded, cancelled", j.State, j.Outcome)
+	}
+	if got := p.remaining(t, alice); got != 5 {
+		t.Fatalf("remaining = %d, want 5", got)
+	}
+	if err := p.b.Cancel(ctx, core.Actor{User: alice, Role: core.RoleUser}, "job"); core.ErrorCode(err) != core.CodeNotFound {
+		t.Fatalf("cancelling the ended job: %v, want not found", err)
 	}
 }

@@ -214,18 +214,28 @@ func (l *Ledger) refundTx(tx Tx, j Job, reason Code, now time.Time, owe bool) (J
 	return j, tx.PutJob(j)
 }
 
-// Renew extends to until the leases owner holds on the jobs of keys: those
-// still pending, and those refunded by recovery whose user owner is still
-// telling. Others are left alone (settled, or reclaimed meanwhile by
-// another instance after the lease had passed).
-func (l *Ledger) Renew(ctx context.Context, owner string, keys []string, until time.Time) error {
+// Renew extends to until the leases owner holds on the jobs of keys that
+// end before due: those still pending, and those refunded by recovery
+// whose user owner is still telling. Others are left alone (settled, or reclaimed meanwhile by
+// another instance after the lease had passed). It returns the pending
+// jobs whose cancel was asked for on another instance (RequestCancel): key
+// → who asked.
+func (l *Ledger) Renew(ctx context.Context, owner string, keys []string, due, until time.Time) (map[string]string, error) {
+	var cancels map[string]string
 	err := l.store.Update(ctx, func(tx Tx) error {
+		cancels = map[string]string{}
 		for _, key := range keys {
 			j, ok, err := tx.Job(key)
 			if err != nil {
 				return err
 			}
-			if !ok || j.Owner != owner || (j.State != JobPending && !j.NoticeOwed) || !j.Lease.Before(until) {
+			if !ok || j.Owner != owner || (j.State != JobPending && !j.NoticeOwed) {
+				continue
+			}
+			if j.State == JobPending && j.CancelledBy != "" {
+				cancels[key] = j.CancelledBy
+			}
+			if !j.Lease.Before(due) {
 				continue
 			}
 			j.Lease = until
@@ -235,7 +245,33 @@ func (l *Ledger) Renew(ctx context.Context, owner string, keys []string, until t
 		}
 		return nil
 	})
-	return wrapStore("renew leases", err)
+	if err != nil {
+		return nil, wrapStore("renew leases", err)
+	}
+	return cancels, nil
+}
+
+// RequestCancel records that by (a User.Key()) asked to cancel the pending
+// job of key, which another instance is running: that instance cancels it
+// when it next renews its lease. CodeNotFound once the job has ended,
+// CodeConflict once its picture is being sent.
+func (l *Ledger) RequestCancel(ctx context.Context, key, by string) error {
+	err := l.store.Update(ctx, func(tx Tx) error {
+		j, ok, err := tx.Job(key)
+		switch {
+		case err != nil:
+			return err
+		case !ok || j.State != JobPending:
+			return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s to cancel", key)}
+		case j.Delivering:
+			return &Error{Code: CodeConflict, Err: fmt.Errorf("core: job %s is being delivered", key)}
+		case j.CancelledBy != "":
+			return nil
+		}
+		j.CancelledBy = by
+		return tx.PutJob(j)
+	})
+	return wrapStore("request cancel", err)
 }
 
 // Reclaim takes over the job of key when its lease has passed at now (its

@@ -437,22 +437,61 @@ func (s *Service) delivering(key string) bool {
 // (CodeCancelled) and reported to its adapter like any failure. Its
 // requester may cancel it, and moderators of its scope (the adapter
 // resolves actor's role there). CodeNotFound when the job has ended (or
-// never was), CodeConflict once its picture is being sent.
-func (s *Service) Cancel(_ context.Context, actor Actor, key string) error {
+// never was), CodeConflict once its picture is being sent. A job another
+// instance sharing the ledger runs is marked in the ledger, and that
+// instance cancels it when it next renews its lease (within Lease/3).
+func (s *Service) Cancel(ctx context.Context, actor Actor, key string) error {
+	s.mu.Lock()
+	a := s.active[key]
+	s.mu.Unlock()
+	if a == nil && !s.exclusive {
+		return s.cancelElsewhere(ctx, actor, key)
+	}
+	if a == nil {
+		return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s to cancel", key)}
+	}
+	if actor.User.Key() != a.owner && actor.Role < RoleModerator {
+		return &Error{Code: CodeForbidden, Err: fmt.Errorf("core: %s may not cancel %s's job %s", actor.User.Key(), a.owner, key)}
+	}
+	if err := s.cancelLocal(key, actor.User.Key(), actor.Role.String()); err != nil {
+		return err
+	}
+	return nil
+}
+
+// cancelLocal cancels the job of key this instance runs, once.
+func (s *Service) cancelLocal(key, by, role string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.active[key]
 	switch {
 	case a == nil || a.cancel == nil:
 		return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: no job %s to cancel", key)}
-	case actor.User.Key() != a.owner && actor.Role < RoleModerator:
-		return &Error{Code: CodeForbidden, Err: fmt.Errorf("core: %s may not cancel %s's job %s", actor.User.Key(), a.owner, key)}
 	case a.delivering:
 		return &Error{Code: CodeConflict, Err: fmt.Errorf("core: job %s is being delivered", key)}
 	}
 	a.cancel(errCancelled)
 	a.cancel = nil // once
-	s.log.Info("job cancelled", "job", key, "by", actor.User.Key(), "role", actor.Role)
+	s.log.Info("job cancelled", "job", key, "by", by, "role", role)
+	return nil
+}
+
+// cancelElsewhere asks the instance running the job of key to cancel it.
+func (s *Service) cancelElsewhere(ctx context.Context, actor Actor, key string) error {
+	j, err := s.Job(ctx, key)
+	if err != nil {
+		return err
+	}
+	if j.State != JobPending {
+		return &Error{Code: CodeNotFound, Err: fmt.Errorf("core: job %s has ended", key)}
+	}
+	if actor.User.Key() != j.Account.User && actor.Role < RoleModerator {
+		return &Error{Code: CodeForbidden, Err: fmt.Errorf("core: %s may not cancel %s's job %s", actor.User.Key(), j.Account.User, key)}
+	}
+	if err := s.ledger.RequestCancel(ctx, key, actor.User.Key()); err != nil {
+		return err
+	}
+	s.log.Info("job cancel asked of its instance", "job", key, "owner", j.Owner, "by", actor.User.Key(), "role", actor.Role)
 	return nil
 }
 

@@ -389,6 +389,7 @@ type jobRecord struct {
 	Buttons      []buttonRecord `json:"buttons,omitempty"`
 	Owner        string         `json:"owner,omitempty"` // the instance running the job
 	Lease        time.Time      `json:"lease,omitzero"`  // until when the owner vouches for it
+	CancelledBy  string         `json:"cancelled_by,omitempty"`
 	Created      time.Time      `json:"created"`
 	Finished     time.Time      `json:"finished,omitzero"`
 }
@@ -412,7 +413,7 @@ func newJobRecord(j core.Job) jobRecord {
 		State: string(j.State), Outcome: string(j.Outcome), ReplyTo: j.ReplyTo, Lang: string(j.Lang),
 		Status: j.Status, Delivering: j.Delivering, NoticeOwed: j.NoticeOwed,
 		Task: j.Task, Buttons: newButtonRecords(j.Buttons),
-		Owner: j.Owner, Lease: j.Lease,
+		Owner: j.Owner, Lease: j.Lease, CancelledBy: j.CancelledBy,
 		Created: j.Created, Finished: j.Finished,
 	}
 }
@@ -454,7 +455,7 @@ func decodeJob(v []byte) (core.Job, error) {
 		State: core.JobState(r.State), Outcome: core.Code(r.Outcome), ReplyTo: r.ReplyTo, Lang: core.Lang(r.Lang),
 		Status: r.Status, Delivering: r.Delivering, NoticeOwed: r.NoticeOwed,
 		Task: r.Task, Buttons: taskButtons(r.Buttons),
-		Owner: r.Owner, Lease: r.Lease,
+		Owner: r.Owner, Lease: r.Lease, CancelledBy: r.CancelledBy,
 		Created: r.Created, Finished: r.Finished,
 	}, nil
 }

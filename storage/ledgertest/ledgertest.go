@@ -824,7 +824,7 @@ func testRoundTripJob(t *testing.T, s core.Store) {
 		ReplyTo: `{"chat":-100123,"msg":77}`, Lang: core.Chinese,
 		Status: "-100123:78", Delivering: true, NoticeOwed: true,
 		Task: "1712345678901234", Buttons: []core.TaskButton{{CustomID: "MJ::JOB::upsample::2::abc", Label: "U2"}, {CustomID: "MJ::JOB::reroll::0::abc", Emoji: "🔄"}},
-		Owner: "imaginebot-host-1 人", Lease: time.Date(2025, 3, 10, 9, 6, 0, 555555555, santiago),
+		Owner: "imaginebot-host-1 人", CancelledBy: "discord:1700000000000000042", Lease: time.Date(2025, 3, 10, 9, 6, 0, 555555555, santiago),
 		Created:  time.Date(2025, 3, 10, 9, 0, 0, 123456789, santiago),
 		Finished: time.Date(2025, 3, 10, 9, 4, 30, 987654321, time.UTC),
 	}

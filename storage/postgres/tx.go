@@ -259,7 +259,7 @@ func (t *tx) PutScope(s core.ScopeSettings) error {
 
 const jobColumns = `key, scope, usr, user_platform, user_id, user_name, model, prompt, negative, aspect,
 	units, day, from_daily, from_credits, state, outcome, reply_to, status, delivering, notice_owed, lang,
-	task, buttons, created_ns, finished_ns, owner, lease_ns`
+	task, buttons, created_ns, finished_ns, owner, lease_ns, cancelled_by`
 
 func (t *tx) Job(key string) (core.Job, bool, error) {
 	if t.err != nil {
@@ -295,7 +295,7 @@ func (t *tx) PutJob(j core.Job) error {
 		return err
 	}
 	const insert = `INSERT INTO jobs (` + jobColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)`
+		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)`
 	buttons, err := encodeButtons(j.Buttons)
 	if err != nil {
 		return fmt.Errorf("postgres: job %s: %w", j.Key, err)
@@ -304,7 +304,7 @@ func (t *tx) PutJob(j core.Job) error {
 		j.Model, j.Prompt, j.Options.Negative, j.Options.Aspect,
 		j.Units, j.Day, j.FromDaily, j.FromCredits, string(j.State), string(j.Outcome), j.ReplyTo, j.Status,
 		j.Delivering, j.NoticeOwed, string(j.Lang), j.Task, buttons, nanos(j.Created), nanos(j.Finished),
-		j.Owner, nanos(j.Lease)}
+		j.Owner, nanos(j.Lease), j.CancelledBy}
 	k := rowKey("jobs", j.Key)
 	if t.missing[k] {
 		// The reservation of a new event: when another instance got the
@@ -323,7 +323,7 @@ func (t *tx) PutJob(j core.Job) error {
 		state = EXCLUDED.state, outcome = EXCLUDED.outcome, reply_to = EXCLUDED.reply_to, status = EXCLUDED.status,
 		delivering = EXCLUDED.delivering, notice_owed = EXCLUDED.notice_owed, lang = EXCLUDED.lang,
 		task = EXCLUDED.task, buttons = EXCLUDED.buttons, created_ns = EXCLUDED.created_ns, finished_ns = EXCLUDED.finished_ns,
-		owner = EXCLUDED.owner, lease_ns = EXCLUDED.lease_ns`, args...)
+		owner = EXCLUDED.owner, lease_ns = EXCLUDED.lease_ns, cancelled_by = EXCLUDED.cancelled_by`, args...)
 	if err != nil {
 		return t.fail(err, "job %s", j.Key)
 	}
@@ -440,7 +440,7 @@ func scanJob(row pgx.Row) (core.Job, error) {
 		&j.Model, &j.Prompt, &j.Options.Negative, &j.Options.Aspect,
 		&j.Units, &j.Day, &j.FromDaily, &j.FromCredits, &state, &outcome, &j.ReplyTo, &j.Status,
 		&j.Delivering, &j.NoticeOwed, &lang, &j.Task, &buttons, &created, &finished,
-		&j.Owner, &lease)
+		&j.Owner, &lease, &j.CancelledBy)
 	if err != nil {
 		return core.Job{}, err
 	}

@@ -1,9 +1,11 @@
--- Instances sharing the ledger: a job's owner (the instance running it) and
--- lease (until when it vouches for it, Unix nanoseconds; NULL = none), the
+-- Instances sharing the ledger: a job's owner (the instance running it),
+-- lease (until when it vouches for it, Unix nanoseconds; NULL = none) and
+-- cancel asked for on another instance (who pressed it; '' = none), the
 -- per-user limits every reservation checks and updates, and the events acted
 -- on once by key (Tx.Claim). PruneJobs deletes old events with old jobs.
 
-ALTER TABLE jobs ADD COLUMN owner text NOT NULL DEFAULT '', ADD COLUMN lease_ns bigint;
+ALTER TABLE jobs ADD COLUMN owner text NOT NULL DEFAULT '', ADD COLUMN lease_ns bigint,
+	ADD COLUMN cancelled_by text NOT NULL DEFAULT '';
 
 -- A user's rate bucket (tokens left at at_ns; NULL = never limited, a full
 -- bucket) and jobs reserved and not yet settled. Locked like accounts.
