@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,7 @@ const (
 	textInterrupted    = "The bot stopped while making your image" // error.interrupted
 	textShuttingDown   = "The bot is restarting"                   // error.shutting_down
 	textGranted        = "Granted 7 credits"                       // mod.granted
+	textCancelled      = "Cancelled. Your quota was refunded."     // error.cancelled
 )
 
 const (
@@ -776,4 +778,58 @@ func TestSharedLedgerSurvivorRefundsAfterSIGKILL(t *testing.T) {
 	if n := w.gw.Calls(); n != users {
 		t.Errorf("the gateway was asked %d times, want %d (A's jobs, none run again)", n, users)
 	}
+}
+
+// TestSharedLedgerCancelOnTheOtherInstance: the ✖ under a job's status
+// message may be pressed into either instance; pressed into the one not
+// running the job, it still cancels it, and the job is refunded.
+func TestSharedLedgerCancelOnTheOtherInstance(t *testing.T) {
+	pg := sharedPostgres(t)
+	const daily = 5
+	w := newSharedWorld(t, pg, sharedSetup{daily: daily, limits: limitsLines})
+	release := make(chan struct{})
+	released := sync.OnceFunc(func() { close(release) })
+	defer released()
+	w.gw.Handle(upstreamtest.Wait(release, upstreamtest.JSON(200, upstreamtest.Completion("![img]("+w.gw.ImageURL("a.png")+")"))))
+	a, b := w.start(t, "A"), w.start(t, "B")
+	carol := telegramtest.User(4001, "carol", "en")
+	w.sendAll(t, [][]post{{{a, w.prompt(carol, 0)}}}, 1)
+
+	// A's status message, with its ✖.
+	var status telegramtest.Call
+	if !waitUntil(30*time.Second, 50*time.Millisecond, func() bool {
+		for _, c := range w.tg.Calls("sendMessage") {
+			if c.ChatID() == carol.ID && slices.ContainsFunc(c.CallbackData(), func(d string) bool { return strings.HasPrefix(d, "cx:") }) {
+				status = c
+				return w.gw.Calls() == 1
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no status message with a cancel button, or the job did not reach the gateway\n%s", logsOf(a, b))
+	}
+	press := w.tg.Callback(carol, status.Message(), status.CallbackData()[0])
+	press.ID = w.tg.NewUpdateID()
+	w.sendAll(t, [][]post{{{b, press}}}, 1)
+
+	if !waitUntil(30*time.Second, 50*time.Millisecond, func() bool { return w.texts(textCancelled).total >= 1 }) {
+		t.Fatalf("the job running on A was not cancelled by the press on B\n%s", logsOf(a, b))
+	}
+	answered := false
+	for _, c := range w.tg.Calls("answerCallbackQuery") {
+		answered = answered || c.Field("text") == "✖ Cancelling…"
+	}
+	if !answered {
+		t.Error("B did not answer the press with \"✖ Cancelling…\"")
+	}
+	released()
+	a.stop(t)
+	b.stop(t)
+	if n := w.photos().total; n != 0 {
+		t.Errorf("%d pictures sent for a cancelled job", n)
+	}
+	if got := w.remaining(t, carol.ID); got != daily {
+		t.Errorf("carol has %d left, want %d: a cancelled job is refunded", got, daily)
+	}
+	w.checkLedger(t, carol.ID, 0, 0)
 }
