@@ -34,8 +34,8 @@ type Config struct {
 	// name); it must differ between processes sharing a ledger.
 	Instance string
 	// Lease is how long a job's process vouches for it without renewing:
-	// it renews every Lease/3 while the job runs (Watch), and on a shared
-	// ledger any instance refunds a pending job whose lease passed.
+	// Watch renews it while the job runs, and on a shared ledger any
+	// instance refunds a pending job whose lease passed.
 	Lease time.Duration
 	// Platforms are those this instance serves, to tell users on (nil =
 	// all): on a shared ledger it leaves the notices of the others to

@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		t.Run("Mixed", func(t *testing.T) { testConcurrentMixed(t, open(t)) })
 		t.Run("Claim16", func(t *testing.T) { testConcurrentClaim(t, open(t)) })
 		t.Run("Limit16", func(t *testing.T) { testConcurrentLimit(t, open(t)) })
+		t.Run("UserLimits32", func(t *testing.T) { testConcurrentUserLimits(t, open(t)) })
 	})
 }
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/imaginebot/imaginebot/core"
 )
 
@@ -488,5 +490,78 @@ func testConcurrentLimit(t *testing.T, s core.Store) {
 	got := getLimit(t, s, alice.User)
 	if got.InFlight != goroutines || got.Tokens != goroutines*0.25 {
 		t.Errorf("after %d increments: %+v, want in flight %d, tokens %v", goroutines, got, goroutines, goroutines*0.25)
+	}
+}
+
+// testConcurrentUserLimits: the ledger's per-user limits hold under
+// concurrent reservations, as from several instances at once: of 32
+// reservations by one user, in 8 groups (so the account rows do not
+// serialize them: only the user's limit record is shared), with a cap of 3
+// jobs in flight and a burst of 5, exactly 3 go through; once they settle
+// (one refunded through no fault of the user, which gives its rate token
+// back) the counts are exact again.
+func testConcurrentUserLimits(t *testing.T, s core.Store) {
+	const (
+		clients = 32
+		maxJobs = 3
+		burst   = 5
+	)
+	l := core.NewLedger(s, core.Quotas{DefaultDaily: 100}).Limited(core.UserLimits{Rate: rate.Every(time.Hour), Burst: burst, Jobs: maxJobs})
+	k := core.AccountKey{Scope: "telegram:private", User: "telegram:77"}
+	var (
+		mu     sync.Mutex
+		ok     []string
+		codes  = map[core.Code]int{}
+		starts sync.WaitGroup
+		wg     sync.WaitGroup
+	)
+	starts.Add(1)
+	for i := range clients {
+		wg.Go(func() {
+			starts.Wait()
+			key := fmt.Sprint("limits:", i)
+			in := core.AccountKey{Scope: fmt.Sprint("telegram:group:-100", i%8), User: k.User}
+			_, _, err := l.Reserve(t.Context(), core.Job{Key: key, Account: in, Units: 1}, day1)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				ok = append(ok, key)
+			} else {
+				codes[core.ErrorCode(err)]++
+			}
+		})
+	}
+	starts.Done()
+	wg.Wait()
+	if len(ok) != maxJobs || codes[core.CodeTooManyJobs] != clients-maxJobs {
+		t.Fatalf("%d reserved, refusals %v; want %d reserved and %d too many jobs", len(ok), codes, maxJobs, clients-maxJobs)
+	}
+	if u := getLimit(t, s, k.User); u.InFlight != maxJobs || u.Tokens != burst-maxJobs {
+		t.Fatalf("limit after the reservations = %+v, want %d in flight and %d tokens", u, maxJobs, burst-maxJobs)
+	}
+	if err := l.Commit(t.Context(), ok[0], day1); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Refund(t.Context(), ok[1], core.CodeRefused, day1); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Refund(t.Context(), ok[2], core.CodeUpstreamFailed, day1); err != nil {
+		t.Fatal(err)
+	}
+	if u := getLimit(t, s, k.User); u.InFlight != 0 || u.Tokens != burst-maxJobs+1 {
+		t.Fatalf("limit after settling = %+v, want 0 in flight and %d tokens (the no-fault refund's back)", u, burst-maxJobs+1)
+	}
+	// Three tokens left, then the rate applies: the fourth waits an hour.
+	for i := range burst - maxJobs + 1 {
+		if _, _, err := l.Reserve(t.Context(), core.Job{Key: fmt.Sprint("after:", i), Account: k, Units: 1}, day1); err != nil {
+			t.Fatalf("reservation %d after settling: %v", i, err)
+		}
+		if err := l.Commit(t.Context(), fmt.Sprint("after:", i), day1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, err := l.Reserve(t.Context(), core.Job{Key: "after:last", Account: k, Units: 1}, day1)
+	if e := core.AsError(err); e.Code != core.CodeRateLimited || e.RetryAfter != time.Hour {
+		t.Fatalf("with the bucket empty: %v, want rate limited for 1h", err)
 	}
 }
