@@ -80,12 +80,14 @@ func (s *Service) Tell(ctx context.Context, jobs []Job, notify Notifier) {
 }
 
 // Watch keeps this instance's leases and takes over the jobs of instances
-// that died, until ctx ends: every Lease/3 it renews the leases of its jobs
-// in flight and of the notices it is telling, then refunds the pending jobs
-// whose lease has passed and tells their users through notify (as it does
-// notices owed that nobody is telling). Run it for as long as jobs run
-// (through Shutdown's drain). On an exclusive store it returns at once:
-// there is nobody to take over from.
+// that died, until ctx ends. Every 2 s (or Lease/3, if shorter) it renews
+// the leases of its jobs in flight and of the notices it is telling that
+// are due, and cancels the jobs whose cancel was asked on another
+// instance; every Lease/3 it refunds the pending jobs whose lease has
+// passed and tells their users through notify (as it does notices owed
+// that nobody is telling). Run it for as long as jobs run (through
+// Shutdown's drain). On an exclusive store it returns at once: there is
+// nobody to take over from.
 func (s *Service) Watch(ctx context.Context, notify Notifier) error {
 	if s.exclusive {
 		return nil
