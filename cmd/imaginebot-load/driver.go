@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -46,6 +47,11 @@ type loadJob struct {
 	UpdateID    int64  // Telegram
 	Interaction string // Discord: the interaction's id
 	Token       string // Discord: its token, which the bot's edits carry
+	Instance    int    // the bot instance it went to (0 with -instances 1)
+	// InstanceIndex is its order among the jobs of its instance, from 1,
+	// with -instances > 1: each instance has a queue and slots of its own,
+	// so the ideal schedule is each instance's.
+	InstanceIndex int
 }
 
 // Key is the job's idempotency key in the ledger, as the adapter names it.
@@ -121,7 +127,8 @@ type harness struct {
 	cfg   Config
 	log   *slog.Logger
 	dir   string
-	db    string
+	db    string // the bbolt file ("" on PostgreSQL)
+	pg    *pgServer
 	daily int // quotas.daily as written
 	gw    *gateway
 	plat  platform
@@ -131,8 +138,15 @@ type harness struct {
 
 	mu      sync.Mutex
 	procs   []*procRecord // every process started, in order
-	current *botProc
-	crashed bool // the bot exited without being told to
+	current []*botProc    // each instance's latest process
+	crashed bool          // a bot exited without being told to
+	kills   []killRecord  // -instances > 1
+}
+
+// killRecord is one SIGKILL of an instance.
+type killRecord struct {
+	At       time.Duration // after t0
+	Instance int
 }
 
 // procRecord is what one bot process cost.
@@ -142,6 +156,13 @@ type procRecord struct {
 	hwm    int64
 	killed bool
 }
+
+// instances is how many bot processes run at once.
+func (h *harness) instances() int { return max(h.cfg.Instances, 1) }
+
+// slots is the upstream slots of every instance together, which the ideal
+// schedule is about: limits.concurrency is per process.
+func (h *harness) slots() int { return h.cfg.Concurrency * h.instances() }
 
 // setup builds (or takes) the binary, starts the fakes and writes the config.
 func (h *harness) setup(ctx context.Context) error {
@@ -160,7 +181,7 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	// Assigned only on success: close must not see a nil fake in the interface.
 	if h.cfg.Platform == platformDiscord {
-		d, err := newDiscord(discordConfig{Limits: h.cfg.Limits, Latency: h.cfg.DiscordLatency, Conns: h.cfg.Users + h.cfg.Heavy})
+		d, err := newDiscord(discordConfig{Limits: h.cfg.Limits, Latency: h.cfg.DiscordLatency, Conns: h.cfg.Users + h.cfg.Heavy, Instances: h.instances()})
 		if err != nil {
 			return err
 		}
@@ -177,7 +198,13 @@ func (h *harness) setup(ctx context.Context) error {
 	if h.cfg.Heavy > 1000 {
 		h.log.Warn("the bot allows at most 1000 jobs in flight per user: the heavy user's extra prompts will be refused", "heavy", h.cfg.Heavy)
 	}
-	h.db = filepath.Join(h.dir, "imaginebot.db")
+	if h.cfg.Postgres {
+		if h.pg, err = startPostgres(ctx, h.cfg.DSN, h.dir, h.log); err != nil {
+			return err
+		}
+	} else {
+		h.db = filepath.Join(h.dir, "imaginebot.db")
+	}
 	data, err := h.botConfig().yaml()
 	if err != nil {
 		return err
@@ -195,14 +222,29 @@ func (h *harness) setup(ctx context.Context) error {
 	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	logf, err := os.OpenFile(filepath.Join(h.dir, "bot.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("bot log: %w", err)
+	n := h.instances()
+	h.lnch = &launcher{bin: bin, config: cfgPath, starts: make([]int, n)}
+	h.current = make([]*botProc, n)
+	for i := range n {
+		// bot.log, and with several instances bot-2.log, bot-3.log, …
+		name := "bot.log"
+		if i > 0 {
+			name = fmt.Sprintf("bot-%d.log", i+1)
+		}
+		logf, err := os.OpenFile(filepath.Join(h.dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("bot log: %w", err)
+		}
+		h.lnch.logs = append(h.lnch.logs, logf)
+		secrets := h.plat.Env(i)
+		secrets["IMAGINEBOT_UPSTREAM_API_KEY"] = apiKey
+		if h.pg != nil {
+			secrets["IMAGINEBOT_DATABASE_URL"] = h.pg.dsn
+		} else {
+			secrets["IMAGINEBOT_DB"] = h.db
+		}
+		h.lnch.env = append(h.lnch.env, botEnv(secrets))
 	}
-	secrets := h.plat.Env()
-	secrets["IMAGINEBOT_UPSTREAM_API_KEY"] = apiKey
-	secrets["IMAGINEBOT_DB"] = h.db
-	h.lnch = &launcher{bin: bin, config: cfgPath, log: logf, env: botEnv(secrets)}
 	return nil
 }
 
@@ -218,13 +260,20 @@ func (h *harness) botConfig() botConfig {
 		PerUserJobs: min(1000, max(2, h.cfg.Heavy)),
 		Daily:       len(h.jobs) + 10,
 		DBPath:      h.db,
+		Postgres:    h.pg != nil,
+		JobLease:    h.cfg.jobLease(),
 		Platform:    h.cfg.Platform,
 		TGRate:      h.cfg.TGRate,
 		Extra:       h.cfg.ExtraConfig,
 	}
 }
 
-func (h *harness) close() {
+// close stops the fakes and PostgreSQL; keep leaves the run's database on
+// a -dsn server.
+func (h *harness) close(keep bool) {
+	if h.pg != nil {
+		h.pg.stop(keep)
+	}
 	if h.gw != nil {
 		h.gw.Close()
 	}
@@ -232,26 +281,31 @@ func (h *harness) close() {
 		h.plat.Close()
 	}
 	if h.lnch != nil {
-		h.lnch.log.Close()
+		for _, f := range h.lnch.logs {
+			f.Close()
+		}
 	}
 }
 
-// startBot starts a process and waits until it serves users.
-func (h *harness) startBot(ctx context.Context) (*botProc, error) {
-	ready := h.plat.Readiness()
-	p, err := h.lnch.start()
+// botLog is the log file of an instance.
+func (h *harness) botLog(instance int) string { return h.lnch.logs[instance].Name() }
+
+// startBot starts a process of the instance and waits until it serves users.
+func (h *harness) startBot(ctx context.Context, instance int) (*botProc, error) {
+	ready := h.plat.Readiness(instance)
+	p, err := h.lnch.start(instance)
 	if err != nil {
 		return nil, err
 	}
 	rec := &procRecord{p: p}
 	h.mu.Lock()
 	h.procs = append(h.procs, rec)
-	h.current = p
+	h.current[instance] = p
 	h.mu.Unlock()
 	deadline := time.Now().Add(readyTimeout)
 	for !ready() {
 		if p.Exited() {
-			return nil, fmt.Errorf("the bot exited during start-up (%v); its log ends:\n%s", p.err, tail(h.lnch.log.Name(), 20))
+			return nil, fmt.Errorf("the bot exited during start-up (%v); its log ends:\n%s", p.err, tail(h.botLog(instance), 20))
 		}
 		if ctx.Err() != nil {
 			p.kill()
@@ -259,7 +313,7 @@ func (h *harness) startBot(ctx context.Context) (*botProc, error) {
 		}
 		if time.Now().After(deadline) {
 			p.kill()
-			return nil, fmt.Errorf("the bot did not serve %s users within %s; its log ends:\n%s", h.cfg.Platform, readyTimeout, tail(h.lnch.log.Name(), 20))
+			return nil, fmt.Errorf("the bot did not serve %s users within %s; its log ends:\n%s", h.cfg.Platform, readyTimeout, tail(h.botLog(instance), 20))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -308,7 +362,7 @@ func (h *harness) inject(ctx context.Context) error {
 func (h *harness) expectedRun() time.Duration {
 	var end time.Duration
 	for _, j := range h.jobs {
-		end = max(end, idealFinish(j.Index, j.Arrival, h.cfg.Concurrency, h.cfg.Latency))
+		end = max(end, idealFinish(j.Index, j.Arrival, h.slots(), h.cfg.Latency))
 	}
 	return end
 }
@@ -325,6 +379,29 @@ func idealFinish(k int, arrival time.Duration, c int, l time.Duration) time.Dura
 // kills; a restart under way runs on under restartCtx, so the run always
 // ends with a bot to stop.
 func (h *harness) killer(ctx, restartCtx context.Context) error {
+	if h.instances() > 1 {
+		return h.killInstances(ctx, restartCtx)
+	}
+	for i, d := range h.killTimes() {
+		if !sleepCtx(ctx, time.Until(h.t0.Add(d))) {
+			return nil
+		}
+		if h.plat.Answered() >= len(h.jobs) {
+			return nil
+		}
+		p := h.process(0)
+		h.sample(p, true)
+		p.kill()
+		h.log.Warn("killed the bot", "kill", i+1, "of", h.cfg.Kill, "at", time.Since(h.t0).Round(time.Millisecond), "answered", h.plat.Answered())
+		if _, err := h.startBot(restartCtx, 0); err != nil {
+			return fmt.Errorf("restart after kill %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// killTimes are the -kill moments, after t0, in order.
+func (h *harness) killTimes() []time.Duration {
 	rnd := rand.New(rand.NewPCG(h.cfg.Seed, 0x6b696c6c))
 	span := h.expectedRun()
 	at := make([]time.Duration, h.cfg.Kill)
@@ -332,24 +409,71 @@ func (h *harness) killer(ctx, restartCtx context.Context) error {
 		at[i] = time.Duration((0.05 + 0.9*rnd.Float64()) * float64(span))
 	}
 	slices.Sort(at)
-	for i, d := range at {
+	return at
+}
+
+// drainTimeout bounds how long the load balancer waits, before a kill, for
+// the interactions it sent the instance to be acknowledged: Discord's own
+// deadline for an acknowledgement.
+const drainTimeout = ackDeadline
+
+// killInstances is -kill with several instances: at each moment it takes
+// the next instance (round-robin) out of the load balancer's rotation,
+// waits for the interactions it was answering, SIGKILLs it, leaves it down
+// for -restart-after — the survivors take every new interaction, and once
+// its jobs' lease has passed refund them and tell their users — then
+// restarts it and puts it back into rotation. One instance is down at a
+// time: a kill due meanwhile waits for the restart. When the run ends
+// while an instance is down, it stays down.
+func (h *harness) killInstances(ctx, restartCtx context.Context) error {
+	lb, ok := h.plat.(balancer)
+	if !ok {
+		return fmt.Errorf("-instances %d: the %s platform has no load balancer", h.instances(), h.cfg.Platform)
+	}
+	for i, d := range h.killTimes() {
 		if !sleepCtx(ctx, time.Until(h.t0.Add(d))) {
 			return nil
 		}
 		if h.plat.Answered() >= len(h.jobs) {
 			return nil
 		}
-		h.mu.Lock()
-		p := h.current
-		h.mu.Unlock()
+		inst := i % h.instances()
+		lb.Down(inst)
+		left := lb.Drain(inst, drainTimeout)
+		p := h.process(inst)
 		h.sample(p, true)
 		p.kill()
-		h.log.Warn("killed the bot", "kill", i+1, "of", h.cfg.Kill, "at", time.Since(h.t0).Round(time.Millisecond), "answered", h.plat.Answered())
-		if _, err := h.startBot(restartCtx); err != nil {
-			return fmt.Errorf("restart after kill %d: %w", i+1, err)
+		h.mu.Lock()
+		h.kills = append(h.kills, killRecord{At: time.Since(h.t0), Instance: inst})
+		h.mu.Unlock()
+		h.log.Warn("killed an instance", "kill", i+1, "of", h.cfg.Kill, "instance", inst+1, "pid", p.pid,
+			"at", time.Since(h.t0).Round(time.Millisecond), "answered", h.plat.Answered(), "interactions_cut", left,
+			"restart_in", h.cfg.RestartAfter)
+		if !sleepCtx(ctx, h.cfg.RestartAfter) {
+			h.log.Info("the run ended with the instance down: not restarted", "instance", inst+1)
+			return nil
 		}
+		if _, err := h.startBot(restartCtx, inst); err != nil {
+			return fmt.Errorf("restart of instance %d after kill %d: %w", inst+1, i+1, err)
+		}
+		lb.Up(inst)
+		h.log.Info("instance restarted and back in rotation", "instance", inst+1, "at", time.Since(h.t0).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// process is an instance's latest process.
+func (h *harness) process(instance int) *botProc {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.current[instance]
+}
+
+// processes is every instance's latest process.
+func (h *harness) processes() []*botProc {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.current)
 }
 
 // waitOutcome is why the wait for answers ended.
@@ -400,14 +524,13 @@ func (h *harness) wait(ctx context.Context, injected, killed <-chan error) (wait
 				return outcomeIdle, nil
 			}
 		}
-		h.mu.Lock()
-		p := h.current
-		h.mu.Unlock()
-		if p.Exited() && !p.killing.Load() {
-			h.mu.Lock()
-			h.crashed = true
-			h.mu.Unlock()
-			return outcomeCrashed, nil
+		for _, p := range h.processes() {
+			if p.Exited() && !p.killing.Load() {
+				h.mu.Lock()
+				h.crashed = true
+				h.mu.Unlock()
+				return outcomeCrashed, nil
+			}
 		}
 		if now.Sub(lastLog) >= 5*time.Second {
 			lastLog = now
@@ -420,10 +543,28 @@ func (h *harness) wait(ctx context.Context, injected, killed <-chan error) (wait
 
 // drive runs the whole load: start, crowd, kills, stop.
 func (h *harness) drive(ctx context.Context) (waitOutcome, int, bool, error) {
-	if _, err := h.startBot(ctx); err != nil {
+	// Every instance at once, as a deployment starts them: they migrate
+	// the one database under its lock.
+	errs := make([]error, h.instances())
+	var starting sync.WaitGroup
+	for i := range errs {
+		starting.Go(func() {
+			if _, err := h.startBot(ctx, i); err != nil {
+				errs[i] = err
+				if h.instances() > 1 {
+					errs[i] = fmt.Errorf("instance %d: %w", i+1, err)
+				}
+			}
+		})
+	}
+	starting.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return "", 0, false, err
 	}
-	h.log.Info("bot ready; sending the crowd", "jobs", len(h.jobs), "ideal", h.expectedRun().Round(time.Millisecond))
+	h.log.Info("bot ready; sending the crowd", "jobs", len(h.jobs), "instances", h.instances(), "ideal", h.expectedRun().Round(time.Millisecond))
+	if h.pg != nil {
+		h.pg.mark()
+	}
 	h.t0 = time.Now()
 	h.plat.Start(h.t0)
 
@@ -450,16 +591,36 @@ func (h *harness) drive(ctx context.Context) (waitOutcome, int, bool, error) {
 		}
 	default:
 	}
-	h.mu.Lock()
-	p := h.current
-	h.mu.Unlock()
-	if p.Exited() {
-		return outcome, p.ExitCode(), false, err
+	// Every instance's latest process, at once; the exit code is the
+	// first instance's that is not 0 (a process killed and not restarted
+	// has none to give).
+	procs := h.processes()
+	codes, timedOut := make([]int, len(procs)), make([]bool, len(procs))
+	var stopping sync.WaitGroup
+	for i, p := range procs {
+		if p.Exited() {
+			codes[i] = p.ExitCode()
+			if p.killing.Load() && len(procs) > 1 {
+				codes[i] = 0 // killed, down when the run ended
+			}
+			continue
+		}
+		h.sample(p, false)
+		stopping.Go(func() { codes[i], timedOut[i] = p.terminate(stopGrace) })
 	}
-	h.sample(p, false)
-	h.log.Info("stopping the bot", "why", outcome)
-	code, timedOut := p.terminate(stopGrace)
-	return outcome, code, timedOut, err
+	h.log.Info("stopping the bot", "why", outcome, "instances", len(procs))
+	stopping.Wait()
+	if h.pg != nil {
+		h.pg.measure()
+	}
+	code, anyTimedOut := 0, false
+	for i := range procs {
+		if code == 0 {
+			code = codes[i]
+		}
+		anyTimedOut = anyTimedOut || timedOut[i]
+	}
+	return outcome, code, anyTimedOut, err
 }
 
 func limited(st platformStats) int64 {

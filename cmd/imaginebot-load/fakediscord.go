@@ -36,21 +36,32 @@ type discordConfig struct {
 	Limits  bool          // Discord's 50 requests a second per bot token
 	Latency time.Duration // before every REST answer
 	Conns   int           // users posting at once, for the client's connection pool
+	// Instances is how many bots serve the interactions, each on its own
+	// http.listen; the platform spreads the POSTs over them (1: the one bot).
+	Instances int
 }
 
 // discordPlatform is the harness's Discord: discordtest's fake REST API
 // (reached through discord.api_base_url) for what the bot sends, and signed
 // HTTP interactions POSTed to the bot's http.listen for what users send,
-// one goroutine each, as Discord's own servers do.
+// one goroutine each, as Discord's own servers do. With several instances
+// it is also their load balancer: each POST goes to the next instance in
+// rotation, round-robin, and an instance taken out of rotation (Down) gets
+// none until it is put back (Up).
 type discordPlatform struct {
-	cfg    discordConfig
-	srv    *discordtest.Server
-	signer *discordtest.Signer
-	listen string // the bot's http.listen
-	client *http.Client
-	posts  sync.WaitGroup
+	cfg     discordConfig
+	srv     *discordtest.Server
+	signer  *discordtest.Signer
+	listens []string // each instance's http.listen
+	client  *http.Client
+	posts   sync.WaitGroup
 
 	mu        sync.Mutex
+	drained   *sync.Cond // on mu: an instance's POSTs in flight went down
+	up        []bool     // in rotation, by instance
+	next      int        // the instance the rotation tries first
+	inFlight  []int      // POSTs sent to an instance and not answered yet
+	routed    []int      // POSTs sent to each instance
 	byToken   map[string]*interaction
 	byUser    map[string][]*interaction // for channel posts, which carry no token
 	routes    map[string]*methodStats
@@ -62,9 +73,10 @@ type discordPlatform struct {
 
 // interaction is one /imagine and what came of it.
 type interaction struct {
-	user  string
-	sent  time.Time // the POST left
-	acked time.Time // its answer was read
+	user     string
+	instance int       // the one its POST went to
+	sent     time.Time // the POST left
+	acked    time.Time // its answer was read
 	// The POST's answer: HTTP status (0: none), the response type and
 	// flags, or why there was none.
 	status     int
@@ -78,14 +90,24 @@ type interaction struct {
 }
 
 func newDiscord(cfg discordConfig) (*discordPlatform, error) {
-	listen, err := freeAddr()
-	if err != nil {
-		return nil, fmt.Errorf("discord: %w", err)
+	cfg.Instances = max(cfg.Instances, 1)
+	var listens []string
+	for len(listens) < cfg.Instances {
+		listen, err := freeAddr()
+		if err != nil {
+			return nil, fmt.Errorf("discord: %w", err)
+		}
+		if !slices.Contains(listens, listen) {
+			listens = append(listens, listen)
+		}
 	}
 	d := &discordPlatform{
-		cfg:    cfg,
-		signer: discordtest.NewSigner(),
-		listen: listen,
+		cfg:      cfg,
+		signer:   discordtest.NewSigner(),
+		listens:  listens,
+		up:       slices.Repeat([]bool{true}, cfg.Instances),
+		inFlight: make([]int, cfg.Instances),
+		routed:   make([]int, cfg.Instances),
 		// Discord keeps connections to an endpoint open; so does this
 		// client, one per user posting at once, or the ack latency would
 		// be mostly TCP handshakes.
@@ -95,6 +117,7 @@ func newDiscord(cfg discordConfig) (*discordPlatform, error) {
 		byUser:  map[string][]*interaction{},
 		routes:  map[string]*methodStats{},
 	}
+	d.drained = sync.NewCond(&d.mu)
 	opts := []discordtest.Option{discordtest.OnCall(d.observe)}
 	if cfg.Limits {
 		opts = append(opts, discordtest.WithRateLimits())
@@ -121,21 +144,21 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func (d *discordPlatform) Env() map[string]string {
+func (d *discordPlatform) Env(instance int) map[string]string {
 	return map[string]string{
 		"IMAGINEBOT_DISCORD_TOKEN":          discordtest.Token,
 		"IMAGINEBOT_DISCORD_APPLICATION_ID": discordtest.AppID,
 		"IMAGINEBOT_DISCORD_PUBLIC_KEY":     d.signer.PublicKey(),
 		"IMAGINEBOT_DISCORD_API_BASE_URL":   d.srv.URL,
 		"IMAGINEBOT_DISCORD_MODE":           "interactions",
-		"IMAGINEBOT_HTTP_LISTEN":            d.listen,
+		"IMAGINEBOT_HTTP_LISTEN":            d.listens[instance],
 	}
 }
 
 // Readiness: /readyz says ok once the commands are registered, the ledger
 // answers and the gateway does, and the interactions endpoint is served.
-func (d *discordPlatform) Readiness() func() bool {
-	url := "http://" + d.listen + "/readyz"
+func (d *discordPlatform) Readiness(instance int) func() bool {
+	url := "http://" + d.listens[instance] + "/readyz"
 	return func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -166,6 +189,14 @@ func (d *discordPlatform) Send(ctx context.Context, j *loadJob) error {
 	j.Interaction, j.Token = discordtest.Fields(body)
 	rec := &interaction{user: user}
 	d.mu.Lock()
+	i := d.pick()
+	if i < 0 {
+		d.mu.Unlock()
+		return fmt.Errorf("discord: no instance in rotation for interaction %s", j.Interaction)
+	}
+	rec.instance, j.Instance = i, i
+	d.inFlight[i]++
+	d.routed[i]++
 	// Known before the POST: the bot's first edit may come before the
 	// POST's answer is read.
 	d.byToken[j.Token] = rec
@@ -175,11 +206,78 @@ func (d *discordPlatform) Send(ctx context.Context, j *loadJob) error {
 	return nil
 }
 
+// pick is the next instance in rotation, round-robin, or -1 when none is;
+// call it with mu held.
+func (d *discordPlatform) pick() int {
+	n := len(d.up)
+	for k := range n {
+		i := (d.next + k) % n
+		if d.up[i] {
+			d.next = (i + 1) % n
+			return i
+		}
+	}
+	return -1
+}
+
+// Down takes an instance out of rotation: the POSTs after it go to the others.
+func (d *discordPlatform) Down(instance int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.up[instance] = false
+}
+
+// Up puts an instance back into rotation.
+func (d *discordPlatform) Up(instance int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.up[instance] = true
+}
+
+// Drain waits until the POSTs sent to an instance are answered, at most
+// for timeout, and returns how many are still in flight.
+func (d *discordPlatform) Drain(instance int, timeout time.Duration) int {
+	stop := time.AfterFunc(timeout, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.drained.Broadcast()
+	})
+	defer stop.Stop()
+	deadline := time.Now().Add(timeout)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for d.inFlight[instance] > 0 && time.Now().Before(deadline) {
+		d.drained.Wait()
+	}
+	return d.inFlight[instance]
+}
+
+// Routed is how many POSTs went to each instance.
+func (d *discordPlatform) Routed() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.routed)
+}
+
+// Acks counts each instance's acknowledgements by kind (ackKind).
+func (d *discordPlatform) Acks() []map[string]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]map[string]int, len(d.listens))
+	for i := range out {
+		out[i] = map[string]int{}
+	}
+	for _, rec := range d.byToken {
+		out[rec.instance][ackKind(rec)]++
+	}
+	return out
+}
+
 func (d *discordPlatform) Sent() { d.posts.Wait() }
 
 // post sends one interaction and records its acknowledgement.
 func (d *discordPlatform) post(ctx context.Context, rec *interaction, body []byte) {
-	req := d.signer.Request("http://"+d.listen+"/discord/interactions", body, time.Now()).WithContext(ctx)
+	req := d.signer.Request("http://"+d.listens[rec.instance]+"/discord/interactions", body, time.Now()).WithContext(ctx)
 	start := time.Now()
 	d.mu.Lock()
 	rec.sent = start
@@ -201,6 +299,8 @@ func (d *discordPlatform) post(ctx context.Context, rec *interaction, body []byt
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	rec.acked = end
+	d.inFlight[rec.instance]--
+	d.drained.Broadcast()
 	switch {
 	case err != nil:
 		rec.ackErr = err.Error()
@@ -356,6 +456,7 @@ func (d *discordPlatform) Job(j *loadJob) jobView {
 	sort.SliceStable(texts, func(a, b int) bool { return texts[a].at.Before(texts[b].at) })
 	for _, t := range texts {
 		v.Texts = append(v.Texts, t.text)
+		v.TextAt = append(v.TextAt, t.at)
 	}
 	return v
 }
@@ -413,8 +514,11 @@ func (d *discordPlatform) reorder(outs []*jobOutcome) {
 		}
 		return ta.Compare(tb)
 	})
+	perInstance := make([]int, len(d.listens))
 	for i, j := range jobs {
 		j.Index = i + 1
+		perInstance[j.Instance]++
+		j.InstanceIndex = perInstance[j.Instance]
 	}
 }
 

@@ -585,6 +585,7 @@ type jobView struct {
 	Deliveries []time.Time // photos and documents
 	Links      int         // the image's URL sent as text instead
 	Texts      []string
+	TextAt     []time.Time // when each text came (-platform discord; nil otherwise)
 	Answered   bool
 }
 

@@ -16,15 +16,32 @@
 // on Discord). Discord runs also measure each interaction's acknowledgement
 // (due within 3 s) and the time to the picture.
 //
+// The ledger is a bbolt file, or with -postgres a PostgreSQL database
+// (storage.driver: postgres) on a throwaway server started from the
+// PostgreSQL binaries (storage/postgres/pgtest), or on the server -dsn
+// names; the end-of-run check is the same on both. On PostgreSQL,
+// -instances N starts N bot processes with one config, each on its own
+// http.listen, and the Discord platform spreads the interactions over them
+// round-robin, as a load balancer would (N > 1 needs -platform discord).
+// -kill then kills one instance at a time, round-robin: taken out of
+// rotation, its interactions in flight answered, SIGKILLed, down for
+// -restart-after while the survivors take the new interactions and, once
+// storage.job_lease (3 s in such runs) has passed, refund its jobs and tell
+// their users; then restarted and put back. The report adds each
+// instance's CPU, RSS, interactions and jobs, the PostgreSQL server's CPU,
+// and how long after the kill users were told.
+//
 //	go run ./cmd/imaginebot-load -n 1000 -c 64 -latency 2s
 //	go run ./cmd/imaginebot-load -n 200 -kill 3 -check
 //	go run ./cmd/imaginebot-load -platform discord -n 1000 -check
+//	go run ./cmd/imaginebot-load -platform discord -n 1000 -postgres -instances 2 -kill 2 -check
 //
 // Exit status: 0 when the run completed (whatever the figures), 1 on a
 // harness error, or with -check when a job was lost, double-charged or not
 // answered, or a call exceeded the platform's limits (Discord: any 429, or
 // an acknowledgement that was late or not a deferred reply or ephemeral
-// refusal).
+// refusal); with several instances also when a job refunded as interrupted
+// was delivered anyway, or a user told so was charged.
 package main
 
 import (
@@ -69,6 +86,19 @@ type Config struct {
 	ArrivalRate float64
 	Kill        int
 
+	// Postgres puts the ledger on PostgreSQL: a throwaway server pgtest
+	// starts, or the one DSN names (a database of the run's own on it).
+	Postgres bool
+	DSN      string
+	// Instances is how many bot processes share the ledger (> 1: Discord
+	// only, behind the fake load balancer).
+	Instances int
+	// JobLease is the bot's storage.job_lease (0: 3 s on PostgreSQL runs
+	// with -kill, else the bot's default, not written).
+	JobLease time.Duration
+	// RestartAfter is how long a killed instance stays down (-instances > 1).
+	RestartAfter time.Duration
+
 	Timeout time.Duration
 	Idle    time.Duration // give up when nothing moved for this long (0 = never)
 	Bin     string
@@ -83,6 +113,7 @@ func defaultConfig() Config {
 		Users: 1000, Concurrency: 64, Latency: 2 * time.Second, ImageKB: 8,
 		Retries: 2, UpstreamTimeout: 5 * time.Minute, JobTimeout: 5 * time.Minute,
 		Platform: platformTelegram, Limits: true, TGGlobal: 30,
+		Instances: 1, RestartAfter: 5 * time.Second,
 		Timeout: 10 * time.Minute, Idle: time.Minute, Seed: 1,
 	}
 }
@@ -104,13 +135,25 @@ func (c *Config) validate() error {
 	check(c.ArrivalRate >= 0, "-arrival-rate must not be negative")
 	check(c.TGRate >= 0, "-tg-rate must not be negative")
 	check(c.Timeout > 0, "-timeout must be positive")
+	if c.DSN != "" {
+		c.Postgres = true // -dsn names the server -postgres runs on
+	}
+	check(c.Instances >= 1 && c.Instances <= maxInstances, "-instances must be 1 to %d", maxInstances)
+	if c.Instances > 1 {
+		check(c.Postgres, "-instances %d needs -postgres: instances share a ledger only on PostgreSQL (bbolt is one file for one process)", c.Instances)
+		check(c.Platform == platformDiscord, "-instances %d needs -platform discord: only Discord's HTTP interactions can be spread over instances by the fake load balancer (a Telegram token has one long poll)", c.Instances)
+	}
+	check(c.JobLease == 0 || c.Postgres, "-job-lease needs -postgres (a lease is what other instances wait for; bbolt has one process)")
+	check(c.JobLease == 0 || (c.JobLease >= time.Second && c.JobLease <= time.Hour), "-job-lease must be 1s to 1h (the bot's storage.job_lease range)")
+	check(c.RestartAfter >= 0, "-restart-after must not be negative")
 	switch c.Platform {
 	case platformTelegram:
 		check(c.DiscordLatency == 0, "-discord-latency needs -platform discord")
 	case platformDiscord:
-		// A killed bot's listener is gone until it restarts: the POSTs in
-		// between would be lost by the harness, not the bot.
-		check(c.Kill == 0, "-kill is not supported with -platform discord")
+		// A single bot's listener is gone until it restarts: the POSTs in
+		// between would be lost by the harness, not the bot. With several
+		// instances the load balancer sends them to the survivors.
+		check(c.Kill == 0 || c.Instances > 1, "-kill with -platform discord needs -instances 2 or more (and -postgres): a single bot's interactions have nowhere to go while it is down")
 		check(c.Groups == 0, "-groups is Telegram's; -platform discord puts every user in one guild")
 		check(c.Burst429Spec == "" && c.TGRate == 0, "-burst429 and -tg-rate are Telegram's")
 		check(c.DiscordLatency >= 0, "-discord-latency must not be negative")
@@ -124,6 +167,26 @@ func (c *Config) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxInstances bounds -instances: each is a bot process with its own pool
+// of PostgreSQL connections.
+const maxInstances = 8
+
+// jobLease is the storage.job_lease written into the bot's config: the
+// flag's, or a short one for PostgreSQL runs that kill, so that the jobs of
+// a killed process are taken over within the run.
+func (c *Config) jobLease() time.Duration {
+	switch {
+	case c.JobLease > 0:
+		return c.JobLease
+	case c.Postgres && c.Kill > 0:
+		return defaultKillLease
+	}
+	return 0
+}
+
+// defaultKillLease is the lease of PostgreSQL runs with -kill.
+const defaultKillLease = 3 * time.Second
 
 // parseBurst reads "every=20s,for=2s".
 func parseBurst(s string) (burstWindows, error) {
@@ -176,7 +239,14 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Heavy, "heavy", 0, "one extra user sending this many prompts at t0, before the others")
 	fs.IntVar(&cfg.Groups, "groups", 0, "put the users into this many group chats (/imagine)")
 	fs.Float64Var(&cfg.ArrivalRate, "arrival-rate", 0, "users per second (0 = all at t0)")
-	fs.IntVar(&cfg.Kill, "kill", 0, "SIGKILL and restart the bot this many times during the run")
+	fs.IntVar(&cfg.Kill, "kill", 0, "SIGKILL and restart the bot this many times during the run, at random moments of the ideal schedule. "+
+		"With -instances N > 1: each time one instance, round-robin; the load balancer first takes it out of rotation and lets the interactions it was answering finish (at most 3 s), "+
+		"then it is killed and stays down for -restart-after while the survivors take every new interaction and, after -job-lease, refund its jobs and tell their users; then it is restarted and put back (one instance down at a time: a kill due meanwhile waits; one still down when every user is answered stays down)")
+	fs.BoolVar(&cfg.Postgres, "postgres", false, "keep the ledger on PostgreSQL (storage.driver: postgres) instead of a bbolt file: a throwaway server started from the PostgreSQL binaries (see storage/postgres/pgtest), or the one -dsn names")
+	fs.StringVar(&cfg.DSN, "dsn", "", "with -postgres (implied): an existing PostgreSQL server, as a superuser or a role with CREATEDB; the run makes a database of its own on it, dropped after a clean run")
+	fs.IntVar(&cfg.Instances, "instances", cfg.Instances, "bot processes sharing the one PostgreSQL ledger, each with its own http.listen; > 1 needs -postgres and -platform discord: the interactions go to them round-robin (a fake load balancer)")
+	fs.DurationVar(&cfg.JobLease, "job-lease", 0, "the bot's storage.job_lease, with -postgres (default: 3s with -kill, so a killed instance's jobs are taken over within the run; else the bot's own default, 30s)")
+	fs.DurationVar(&cfg.RestartAfter, "restart-after", cfg.RestartAfter, "with -instances > 1 and -kill: how long a killed instance stays down before it is restarted")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "deadline for every job to be answered")
 	fs.DurationVar(&cfg.Idle, "idle", cfg.Idle, "stop waiting when neither fake saw a call for this long (0 = wait for -timeout)")
 	fs.StringVar(&cfg.Bin, "bin", "", "prebuilt imaginebot binary (default: go build one)")
@@ -234,12 +304,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (rep *Report, err er
 	}
 	h := &harness{cfg: cfg, log: log, dir: dir}
 	defer func() {
-		h.close()
 		// The bot's log, config and database are the evidence: keep them
 		// unless the run was clean.
-		if err == nil && len(rep.Problems) == 0 && !cfg.Keep {
+		clean := err == nil && len(rep.Problems) == 0 && !cfg.Keep
+		h.close(!clean)
+		if clean {
 			_ = os.RemoveAll(dir)
-			rep.Dir, rep.BotLog = "", ""
+			rep.Dir, rep.BotLog, rep.BotLogs = "", "", nil
 			return
 		}
 		log.Info("kept the run's files", "dir", dir, "bot_log", dir+"/bot.log")
@@ -259,10 +330,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (rep *Report, err er
 
 // stopAll kills whatever bot process is still running after a harness error.
 func (h *harness) stopAll() {
-	h.mu.Lock()
-	p := h.current
-	h.mu.Unlock()
-	if p != nil && !p.Exited() {
-		p.kill()
+	for _, p := range h.processes() {
+		if p != nil && !p.Exited() {
+			p.kill()
+		}
 	}
 }

@@ -16,11 +16,12 @@ const (
 // else of either platform, so a run, its kills and its ledger check are the
 // same code for both.
 type platform interface {
-	// Env is what the bot's environment needs to reach the fake.
-	Env() map[string]string
-	// Readiness is taken just before a bot process starts; the check it
-	// returns reports when that process serves users.
-	Readiness() func() bool
+	// Env is what the environment of the bot instance (0 with -instances
+	// 1) needs to reach the fake.
+	Env(instance int) map[string]string
+	// Readiness is taken just before a bot process of the instance
+	// starts; the check it returns reports when that process serves users.
+	Readiness(instance int) func() bool
 	// Start marks t0, the moment the crowd starts sending.
 	Start(t0 time.Time)
 	// Send hands j's message to the bot without waiting for the answer, so
@@ -52,6 +53,21 @@ type reorderer interface {
 	reorder(outs []*jobOutcome)
 }
 
+// balancer is a platform whose users' messages can be spread over several
+// bot instances (-instances): its fake load balancer.
+type balancer interface {
+	// Down takes an instance out of rotation, Up puts it back.
+	Down(instance int)
+	Up(instance int)
+	// Drain waits for the messages sent to an instance to be taken, at
+	// most for timeout, and returns how many were not.
+	Drain(instance int, timeout time.Duration) int
+	// Routed is how many messages went to each instance.
+	Routed() []int
+	// Acks counts each instance's acknowledgements by kind.
+	Acks() []map[string]int
+}
+
 // platformStats is what a fake saw, for the report.
 type platformStats struct {
 	Methods     map[string]methodStats // by Bot API method, or by Discord route
@@ -66,7 +82,7 @@ type telegramPlatform struct {
 	*telegram
 }
 
-func (t telegramPlatform) Env() map[string]string {
+func (t telegramPlatform) Env(int) map[string]string {
 	return map[string]string{
 		"IMAGINEBOT_TELEGRAM_TOKEN":        t.cfg.Token,
 		"IMAGINEBOT_TELEGRAM_API_BASE_URL": t.URL,
@@ -74,7 +90,7 @@ func (t telegramPlatform) Env() map[string]string {
 }
 
 // Readiness: a process serves users once it polls for updates.
-func (t telegramPlatform) Readiness() func() bool {
+func (t telegramPlatform) Readiness(int) func() bool {
 	before := t.Polls()
 	return func() bool { return t.Polls() != before }
 }

@@ -43,10 +43,12 @@ type botConfig struct {
 	QueueCap        int
 	PerUserJobs     int
 	Daily           int
-	DBPath          string
-	Platform        string // the one configured; its secrets come by env
-	TGRate          int    // 0 = leave telegram.messages_per_second out
-	Extra           string // YAML merged over the rest
+	DBPath          string        // the bbolt file, when not Postgres
+	Postgres        bool          // storage.driver: postgres; the DSN comes by env
+	JobLease        time.Duration // storage.job_lease; 0 = not written
+	Platform        string        // the one configured; its secrets come by env
+	TGRate          int           // 0 = leave telegram.messages_per_second out
+	Extra           string        // YAML merged over the rest
 }
 
 // yaml renders the config. Extra is merged key by key rather than appended:
@@ -70,6 +72,13 @@ func (c botConfig) yaml() ([]byte, error) {
 		"quotas":  map[string]any{"daily": c.Daily},
 		"log":     map[string]any{"level": "warn"},
 		"storage": map[string]any{"path": c.DBPath},
+	}
+	if c.Postgres {
+		storage := map[string]any{"driver": "postgres"}
+		if c.JobLease > 0 {
+			storage["job_lease"] = c.JobLease.String()
+		}
+		cfg["storage"] = storage
 	}
 	switch c.Platform {
 	case platformDiscord:
@@ -107,38 +116,41 @@ func merge(dst, src map[string]any) {
 
 // botProc is one running bot process.
 type botProc struct {
-	cmd    *exec.Cmd
-	pid    int
-	exited chan struct{}
-	err    error // Wait's, valid once exited is closed
+	cmd      *exec.Cmd
+	pid      int
+	instance int // 0 with -instances 1
+	exited   chan struct{}
+	err      error // Wait's, valid once exited is closed
 
 	baseline cpuTicks // at readiness
 	ready    bool
 	killing  atomic.Bool // we ended it: its exit is no crash
 }
 
-// launcher starts bot processes, each the same way, logging to one file.
+// launcher starts bot processes, each the same way but for the instance's
+// environment, each instance logging to a file of its own.
 type launcher struct {
 	bin, config string
-	env         []string
-	log         *os.File
+	env         [][]string // by instance
+	logs        []*os.File // by instance
 	mu          sync.Mutex
-	starts      int
+	starts      []int // by instance
 }
 
-func (l *launcher) start() (*botProc, error) {
+func (l *launcher) start(instance int) (*botProc, error) {
+	log := l.logs[instance]
 	l.mu.Lock()
-	l.starts++
-	fmt.Fprintf(l.log, "=== imaginebot start #%d at %s ===\n", l.starts, time.Now().Format(time.RFC3339Nano))
+	l.starts[instance]++
+	fmt.Fprintf(log, "=== imaginebot start #%d at %s ===\n", l.starts[instance], time.Now().Format(time.RFC3339Nano))
 	l.mu.Unlock()
 	cmd := exec.Command(l.bin, "run", "-config", l.config)
-	cmd.Env = l.env
-	cmd.Stdout = l.log
-	cmd.Stderr = l.log
+	cmd.Env = l.env[instance]
+	cmd.Stdout = log
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", l.bin, err)
 	}
-	p := &botProc{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{})}
+	p := &botProc{cmd: cmd, pid: cmd.Process.Pid, instance: instance, exited: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
@@ -220,6 +232,67 @@ func readCPU(pid int) (cpuTicks, error) {
 		return 0, errors.New("cpu: bad utime/stime")
 	}
 	return cpuTicks(u + st), nil
+}
+
+// readTreeCPU is what a PostgreSQL server has used: its postmaster's
+// utime+stime, with those of its children it has reaped (cutime, cstime:
+// the backends of connections closed), and those of its children still
+// running (the backends of open connections, its background workers).
+func readTreeCPU(pid int) (cpuTicks, error) {
+	own, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	sum := func(f []string, from, to int) (cpuTicks, error) {
+		var t cpuTicks
+		for k := from; k <= to; k++ {
+			n, err := strconv.ParseInt(f[k], 10, 64)
+			if err != nil {
+				return 0, errors.New("cpu: bad /proc stat")
+			}
+			t += cpuTicks(n)
+		}
+		return t, nil
+	}
+	total, err := sum(own, 11, 14) // utime, stime, cutime, cstime
+	if err != nil {
+		return 0, err
+	}
+	entries, _ := os.ReadDir("/proc")
+	parent := strconv.Itoa(pid)
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		f, err := statFields(child)
+		if err != nil || f[1] != parent { // f[1] is field 4, the parent
+			continue
+		}
+		if t, err := sum(f, 11, 12); err == nil {
+			total += t
+		}
+	}
+	return total, nil
+}
+
+// statFields is /proc/<pid>/stat from field 3 (the state) on, split after
+// the command name (which may hold spaces and parentheses).
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, errors.New("cpu: malformed /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 15 {
+		return nil, errors.New("cpu: short /proc stat")
+	}
+	return f, nil
 }
 
 // readHWM is VmHWM (peak resident set) from /proc/<pid>/status, in bytes.

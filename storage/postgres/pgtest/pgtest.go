@@ -81,6 +81,18 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 	return startLocal(ctx, bin, dir)
 }
 
+// Connect returns the existing server dsn names (a superuser, or a role
+// with CREATEDB), as Start does for IMAGINEBOT_TEST_DATABASE_URL, for
+// programs that take the server as a flag: CreateDatabase makes databases
+// on it, and Stop drops those that are left.
+func Connect(ctx context.Context, dsn string) (*Server, error) {
+	s := &Server{admin: dsn}
+	if err := s.ping(ctx); err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	return s, nil
+}
+
 // skipOrFail ends t when no server can be had: a skip naming how to enable
 // the tests, or a failure when IMAGINEBOT_TEST_POSTGRES=1.
 func skipOrFail(t testing.TB, err error) {
@@ -187,6 +199,16 @@ func (s *Server) CreateDatabase(ctx context.Context) (dsn, name string, err erro
 
 // DSN is the connection string of the server's maintenance database.
 func (s *Server) DSN() string { return s.admin }
+
+// Pid is the process id of a server of its own (the postmaster, whose
+// children are the backends), for measuring what it costs; 0 for an
+// existing server.
+func (s *Server) Pid() int {
+	if !s.owned || s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
 
 // Log is the server's log file ("" for an existing server).
 func (s *Server) Log() string { return s.log }
